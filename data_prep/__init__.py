@@ -1,0 +1,1 @@
+"""Offline pre-processing: raw GRID/LRW/folder layouts to TFRecord shards. Imports no JAX."""

@@ -1,0 +1,1 @@
+"""Low-level array operations with backend-specific fast paths."""
