@@ -1,0 +1,103 @@
+"""TFRecord shard writing with TFDS metadata, so ``tfds.builder_from_directory`` loads the output.
+
+File names follow TFDS's template ``{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}``. A shard is
+written to a temporary name and renamed into place only when complete, so a crash never leaves a
+file that looks finished. ``write_metadata`` writes ``dataset_info.json``/``features.json`` for
+complete splits, counting the records of the shards on disk.
+"""
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data_prep import schema
+
+
+def filename_template(out_dir: str, split: str) -> tfds.core.ShardedFileTemplate:
+  """TFDS file-name template of ``split``'s shards under ``out_dir``."""
+  return tfds.core.ShardedFileTemplate(
+      data_dir=out_dir, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+      dataset_name=schema.DATASET_NAME, split=split, filetype_suffix="tfrecord")
+
+
+def shard_path(out_dir: str, split: str, index: int, num_shards: int) -> str:
+  """Final path of shard ``index`` of ``num_shards`` of ``split``."""
+  return os.fspath(filename_template(out_dir, split).sharded_filepath(
+      shard_index=index, num_shards=num_shards))
+
+
+def write_shard(path: str, serialized_examples: Iterable[bytes]) -> int:
+  """Writes one TFRecord shard atomically (temp file + rename); returns its record count."""
+  tmp_path = f"{path}.tmp-{os.getpid()}"
+  count = 0
+  try:
+    with tf.io.TFRecordWriter(tmp_path) as writer:
+      for record in serialized_examples:
+        writer.write(record)
+        count += 1
+    os.replace(tmp_path, path)
+  finally:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+  return count
+
+
+def count_records(path: str) -> int:
+  """Number of records in one TFRecord file."""
+  return sum(1 for _ in tf.data.TFRecordDataset(path))
+
+
+def split_info(out_dir: str, split: str, num_shards: int) -> tfds.core.SplitInfo:
+  """TFDS split info of ``split``'s ``num_shards`` complete shards, counted on disk."""
+  paths = [shard_path(out_dir, split, i, num_shards) for i in range(num_shards)]
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    raise FileNotFoundError(f"split {split!r} is incomplete: missing {missing[:3]}")
+  return tfds.core.SplitInfo(
+      name=split, shard_lengths=[count_records(p) for p in paths],
+      num_bytes=sum(os.path.getsize(p) for p in paths),
+      filename_template=filename_template(out_dir, split))
+
+
+def write_metadata(out_dir: str, resolution: int, split_num_shards: Mapping[str, int],
+                   description: str = "") -> None:
+  """Writes TFDS metadata (dataset_info.json, features.json) for complete splits.
+
+  Args:
+    out_dir: the shard folder.
+    resolution: frame size of the examples.
+    split_num_shards: split name -> its number of shards (all must exist).
+    description: free text stored in dataset_info.json.
+  """
+  split_infos = [split_info(out_dir, split, n) for split, n in split_num_shards.items()]
+  tfds.folder_dataset.write_metadata(
+      data_dir=out_dir, features=schema.features(resolution), split_infos=split_infos,
+      version=schema.SCHEMA_VERSION,
+      filename_template=filename_template(out_dir, next(iter(split_num_shards))),
+      check_data=False, description=description)
+
+
+def write_dataset(out_dir: str, split_examples: Mapping[str, Sequence[dict]], resolution: int,
+                  examples_per_shard: int = 64) -> None:
+  """Writes in-memory examples (numpy dicts of the schema) as a complete TFDS folder.
+
+  Args:
+    out_dir: output folder, created if missing.
+    split_examples: split name -> examples, each a dict of the keys of ``schema.features``.
+    resolution: frame size H = W of every example.
+    examples_per_shard: at most this many examples per shard.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  features = schema.features(resolution)
+  split_num_shards = {}
+  for split, examples in split_examples.items():
+    num_shards = split_num_shards[split] = max(1, -(-len(examples) // examples_per_shard))
+    for index in range(num_shards):
+      chunk = examples[index * examples_per_shard:(index + 1) * examples_per_shard]
+      for example in chunk:
+        schema.check_example(example, resolution)
+      write_shard(shard_path(out_dir, split, index, num_shards),
+                  (features.serialize_example(features.encode_example(e)) for e in chunk))
+  write_metadata(out_dir, resolution, split_num_shards)
