@@ -1,0 +1,84 @@
+"""Default hyper-parameters: the single source of truth for every run.
+
+Dataset configs (``grid.py``, ``lrw.py``, ``demo.py``) start from ``get_config()`` and change
+only what differs. Any key can be overridden on the command line, e.g.
+``--config.train.batch_size=16``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default config (the release's GRID settings at 128x128)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameter init, training noise and the input order.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dir = ""  # Folder of TFRecord shards written by `python -m data_prep.build`.
+  config.data.raw_dir = ""  # Raw corpus the shards are built from (shown in the error if missing).
+  config.data.dataset = "grid"  # Raw layout for data_prep: grid | lrw | folder.
+  config.data.train_split = "train"  # TFDS split names inside data.dir.
+  config.data.eval_split = "test"
+  config.data.seq_len = 75  # Frames per training sequence (a random window of each clip).
+  config.data.shuffle_buffer = 256  # Examples held by the shuffle buffer, per process.
+  config.data.prefetch = 2  # Batches prefetched by tf.data, per process.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.resolution = 128  # Frame size H = W: 64 or 128.
+  # Encoder channels per scale, finest first (128: 128,64,32,16,8 px; 64 drops the 128 stage).
+  config.model.encoder_widths = (64, 128, 256, 512, 512)
+  config.model.g_dim = 128  # Frame code size (output of the image encoder and the predictor).
+  config.model.z_dim = 24  # Latent size (release README command: 24; script default 64).
+  config.model.rnn_size = 256  # LSTM width of posteriors and predictor.
+  config.model.posterior_layers = 1  # LSTM layers of the frame posterior and the audio prior.
+  config.model.predictor_layers = 2  # LSTM layers of the frame predictor.
+  config.model.audio_widths = (64, 128, 256, 256)  # Audio encoder conv channels (release).
+  config.model.audio_hidden = 2048  # Audio encoder hidden FC width.
+  config.model.audio_dim = 128  # Audio encoder output size.
+  # The release has no nonlinearity between the audio convs; True adds BN + ReLU (ATVGNet).
+  config.model.audio_bn_relu = False
+  # BatchNorm at generation time: 'running' uses the running averages (each sample is
+  # independent of the others in the batch); 'batch' normalises with the statistics of the
+  # generated batch, as both official releases do.
+  config.model.generation_batch_norm = "running"
+  config.model.bn_momentum = 0.9  # Running-average momentum (PyTorch's 0.1 update rate).
+  config.model.dtype = "float32"  # Compute dtype: float32, or bfloat16 on GPU/TPU.
+  config.model.conv_impl = "auto"  # xla | fast_wgrad | auto (fast weight gradient on CPU).
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.reconstruction_weight = 1.0  # lambda: weight of the per-frame MSE.
+  config.loss.kl_weight = 1e-6  # beta: weight of KL(q_frame || q_audio).
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = "rmsprop"  # rmsprop (release) | adam (SVG-LP).
+  config.optim.learning_rate = 2e-4
+  config.optim.rmsprop_decay = 0.9
+  config.optim.eps = 1e-8
+  config.optim.adam_b1 = 0.9
+  config.optim.adam_b2 = 0.999
+  config.optim.grad_clip_norm = 0.0  # Global-norm clipping; 0 disables (release: none).
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 5  # Global batch (sequences) over all processes and devices.
+  config.train.num_steps = 100 * 5000 // 5  # ~100 epochs of GRID's ~26k training clips at 5.
+  config.train.log_every = 50  # Steps between scalar summaries (and non-finite checks).
+  config.train.checkpoint_every = 1000  # Steps between checkpoints.
+  config.train.keep_checkpoints = 3  # Latest N checkpoints kept.
+  config.train.async_checkpoints = True  # Save in the background while training continues.
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every = 5000  # Steps between evaluations during training (0: only at the end).
+  config.eval.num_batches = 4  # Teacher-forced loss batches per evaluation during training.
+  config.eval.batch_size = 5  # Global eval batch.
+  config.eval.num_clips = 256  # Clips evaluated by --mode=eval (the paper: 256 random).
+  config.eval.num_samples = 8  # K latent draws per clip for best-of-K / mean-of-K.
+
+  config.sample = ml_collections.ConfigDict()
+  config.sample.num_samples = 4  # K videos drawn per input.
+  config.sample.num_clips = 2  # Held-out clips sampled into summaries / --mode=sample.
+  config.sample.seed = 0  # Seed of the latent draws.
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1  # Devices on the data axis; -1: all devices.
+  config.distributed = False  # Call jax.distributed.initialize() (multi-host / multi-process).
+  return config

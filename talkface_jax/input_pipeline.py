@@ -1,0 +1,180 @@
+"""Reads the TFRecord shards of ``data_prep`` (schema: ``data_prep.schema``) as training batches.
+
+Each process reads its own even slice of the split (``tfds.split_for_jax_process``) and yields
+numpy batches of ``global_batch / process_count`` sequences:
+
+* ``frames``: uint8 [b, L, H, W, 3] (converted to float on the device, which keeps the host to
+  device copy 4x smaller), ``mfcc``: float32 [b, L, 28, 12]; L = ``config.data.seq_len``.
+
+Training order is a pure function of (seed, epoch, position): every epoch shuffles its files
+and examples with seeds derived from ``(config.seed, epoch)`` and crops each clip at an offset
+derived from (seed, epoch, example index). A ``Position`` (epoch, examples consumed in it)
+restores the exact stream after a restart; PNG decoding happens after the skip, so resuming
+costs only reading the skipped records. Clips shorter than L are dropped (filtered after the
+position count, so positions stay valid).
+"""
+
+import dataclasses
+import os
+from collections.abc import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data_prep import schema
+
+
+class DataNotFoundError(FileNotFoundError):
+  """The configured shard folder does not exist or holds no TFDS metadata."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+  """Where a process's training stream stands: ``examples`` read of epoch ``epoch``."""
+  epoch: int = 0
+  examples: int = 0
+
+
+def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of ``config.data.dir``; a clear error if the shards are not there."""
+  data_dir = config.data.dir
+  if not data_dir or not os.path.exists(os.path.join(data_dir, "dataset_info.json")):
+    raise DataNotFoundError(
+        f"no pre-processed shards in data.dir={data_dir!r} (expected dataset_info.json and "
+        f"*.tfrecord-* files there). Build them from the raw corpus with:\n"
+        f"  python -m data_prep.build --dataset={config.data.dataset} "
+        f"--raw_dir={config.data.raw_dir or 'RAW_DIR'} --out_dir={data_dir or 'OUT_DIR'} "
+        f"--resolution={config.model.resolution}\n"
+        f"or point --config.data.dir at an existing shard folder.")
+  builder = tfds.builder_from_directory(data_dir)
+  shape = builder.info.features["frames"].shape
+  if shape[1] != config.model.resolution:
+    raise ValueError(f"shards in {data_dir} are {shape[1]}x{shape[2]}, but "
+                     f"model.resolution={config.model.resolution}")
+  return builder
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % (2**31 - 1))
+
+
+class InputPipeline:
+  """Training and evaluation batches of one process."""
+
+  def __init__(self, config: ml_collections.ConfigDict, local_batch_size: int):
+    self.config = config
+    self.local_batch_size = local_batch_size
+    self.seq_len = config.data.seq_len
+    self.builder = load_builder(config)
+    for split in (config.data.train_split,):
+      if split not in self.builder.info.splits:
+        raise ValueError(f"split {split!r} not in {config.data.dir} "
+                         f"(has {list(self.builder.info.splits)})")
+
+  # -- reading ----------------------------------------------------------------------------------
+
+  def _records(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
+    """This process's examples of ``split`` with undecoded frames, in a deterministic order."""
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = 0
+    read_config = tfds.ReadConfig(
+        options=options, shuffle_seed=shuffle_seed, interleave_cycle_length=4,
+        interleave_block_length=1)
+    return self.builder.as_dataset(
+        split=tfds.split_for_jax_process(split), shuffle_files=shuffle_seed is not None,
+        read_config=read_config, decoders={"frames": tfds.decode.SkipDecoding()})
+
+  def _crop_and_decode(self, example, offset):
+    length = self.seq_len
+    png = example["frames"][offset:offset + length]
+    frames = tf.map_fn(lambda x: tf.io.decode_png(x, channels=3), png,
+                       fn_output_signature=tf.uint8)
+    res = self.config.model.resolution
+    return {"frames": tf.ensure_shape(frames, (length, res, res, 3)),
+            "mfcc": tf.ensure_shape(example["mfcc"][offset:offset + length],
+                                    (length, schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS))}
+
+  def _long_enough(self, example) -> tf.Tensor:
+    return tf.shape(example["frames"])[0] >= self.seq_len
+
+  # -- training ---------------------------------------------------------------------------------
+
+  def _epoch(self, epoch: int, skip: int) -> tf.data.Dataset:
+    seed = _epoch_seed(self.config.seed, epoch)
+    ds = self._records(self.config.data.train_split, seed)
+    ds = ds.shuffle(self.config.data.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    ds = ds.enumerate().skip(skip)
+    ds = ds.filter(lambda i, ex: self._long_enough(ex))
+
+    def crop(index, example):
+      span = tf.shape(example["frames"])[0] - self.seq_len + 1
+      offset = tf.random.stateless_uniform(
+          [], seed=tf.stack([tf.cast(seed, tf.int64), index]), maxval=span, dtype=tf.int32)
+      return {**self._crop_and_decode(example, offset), "index": index}
+
+    ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(self.local_batch_size, drop_remainder=True)
+    return ds.prefetch(self.config.data.prefetch)
+
+  def train_batches(self, start: Position = Position()
+                    ) -> Iterator[tuple[dict[str, np.ndarray], Position]]:
+    """Yields (local batch, position after it) forever, from ``start``."""
+    epoch, skip = start.epoch, start.examples
+    while True:
+      produced = 0
+      for batch in self._epoch(epoch, skip).as_numpy_iterator():
+        produced += 1
+        position = Position(epoch, int(batch.pop("index")[-1]) + 1)
+        yield batch, position
+      if produced == 0 and skip == 0:
+        raise ValueError(
+            f"split {self.config.data.train_split!r} of {self.config.data.dir} gives no batch of "
+            f"{self.local_batch_size} clips of >= {self.seq_len} frames for process "
+            f"{jax.process_index()}")
+      epoch, skip = epoch + 1, 0
+
+  # -- evaluation -------------------------------------------------------------------------------
+
+  def eval_batches(self, num_batches: int, local_batch_size: int
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """The first ``num_batches`` batches of the eval split, in file order, from frame 0."""
+    ds = self._records(self.config.data.eval_split, None).filter(self._long_enough)
+    ds = ds.map(lambda ex: self._crop_and_decode(ex, 0))
+    ds = ds.batch(local_batch_size, drop_remainder=True).take(num_batches)
+    count = 0
+    for batch in ds.as_numpy_iterator():
+      count += 1
+      yield batch
+    if count == 0:
+      raise ValueError(f"eval split {self.config.data.eval_split!r} of {self.config.data.dir} "
+                       f"has fewer than {local_batch_size} clips of >= {self.seq_len} frames "
+                       f"for this process")
+
+
+def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
+               seed: int | None = None) -> list[dict[str, np.ndarray]]:
+  """Whole clips (all frames, decoded) of ``split`` for sampling and evaluation.
+
+  Every process gets the same clips. With ``seed`` the clips are a seeded random choice of
+  the split (the paper evaluates 256 random test clips); otherwise the first ones.
+  """
+  builder = load_builder(config)
+  if split not in builder.info.splits:
+    raise ValueError(f"split {split!r} not in {config.data.dir} (has {list(builder.info.splits)})")
+  total = builder.info.splits[split].num_examples
+  if seed is None:
+    chosen = set(range(min(num_clips, total)))
+  else:
+    chosen = set(np.random.default_rng(seed).choice(total, min(num_clips, total), replace=False)
+                 .tolist())
+  clips = []
+  for index, example in enumerate(builder.as_dataset(split=split).as_numpy_iterator()):
+    if index in chosen:
+      example["clip_id"] = example["clip_id"].decode()
+      example["speaker"] = example["speaker"].decode()
+      clips.append(example)
+  return clips

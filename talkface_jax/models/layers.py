@@ -1,0 +1,79 @@
+"""Building blocks shared by the image and audio networks: conv + BatchNorm + activation."""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# The release initialises conv and linear weights from N(0, 0.02) and BatchNorm scales from
+# N(1, 0.02) (DCGAN/SVG habit).
+conv_init = nn.initializers.normal(stddev=0.02)
+
+
+def bn_scale_init(key, shape, dtype=jnp.float32):
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def conv_function(impl: str) -> Callable[..., jax.Array]:
+  """The ``lax.conv_general_dilated`` replacement that ``nn.Conv`` should call for ``impl``."""
+  if impl == "xla":
+    return jax.lax.conv_general_dilated
+  from talkface_jax.ops import conv  # pylint: disable=g-import-not-at-top
+  return conv.conv_general_dilated_for(impl)
+
+
+class ConvNormAct(nn.Module):
+  """Conv (no bias) -> BatchNorm -> activation, the release's ``vgg_layer``.
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel size.
+    padding: 'SAME' or 'VALID'.
+    activation: applied last; None for none.
+    use_bias: add a bias to the conv (only useful without the norm).
+    norm: apply BatchNorm.
+  """
+  features: int
+  kernel_size: int = 3
+  padding: str = "SAME"
+  activation: Callable[[jax.Array], jax.Array] | None = functools.partial(
+      nn.leaky_relu, negative_slope=0.2)
+  norm: bool = True
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+  conv_impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size), padding=self.padding,
+                use_bias=not self.norm, kernel_init=conv_init, dtype=self.dtype,
+                conv_general_dilated=conv_function(self.conv_impl))(x)
+    if self.norm:
+      x = batch_norm(train, self.bn_momentum, self.dtype)(x)
+    return self.activation(x) if self.activation is not None else x
+
+
+def batch_norm(train: bool | None, momentum: float, dtype: Any,
+               name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm with the release's init; statistics kept in float32.
+
+  ``train=None`` defers the mode to call time (``use_running_average=``), for setup()-style
+  modules whose mode is only known then.
+  """
+  return nn.BatchNorm(use_running_average=None if train is None else not train, momentum=momentum, epsilon=1e-5,
+                      scale_init=bn_scale_init, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def max_pool(x: jax.Array, window: int | tuple[int, int], stride: int | tuple[int, int]):
+  """VALID max pooling over the two spatial axes of [N, H, W, C]."""
+  window = (window, window) if isinstance(window, int) else window
+  stride = (stride, stride) if isinstance(stride, int) else stride
+  return nn.max_pool(x, window, strides=stride, padding="VALID")
+
+
+def upsample2x(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour x2 upsampling of [..., H, W, C] (the release's nn.UpsamplingNearest2d)."""
+  x = jnp.repeat(x, 2, axis=-3)
+  return jnp.repeat(x, 2, axis=-2)

@@ -1,0 +1,81 @@
+"""The recurrent parts: Gaussian LSTMs (frame posterior, audio prior) and the frame predictor.
+
+Every LSTM runs over time with ``nn.RNN`` (a scan). The same modules take one step at a time
+during generation by calling them on length-1 sequences with an explicit carry, so training
+and generation share parameters without a second definition. All states start at zero.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Carry = Any
+
+
+class LSTMStack(nn.Module):
+  """``num_layers`` stacked LSTM layers over [B, T, F] sequences."""
+  features: int
+  num_layers: int
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.layers = [nn.RNN(nn.OptimizedLSTMCell(self.features, dtype=self.dtype,
+                                               param_dtype=jnp.float32),
+                          return_carry=True, name=f"lstm_{i}")
+                   for i in range(self.num_layers)]
+
+  def __call__(self, x: jax.Array, carry: list[Carry] | None = None):
+    """Runs the stack over [B, T, F]; returns (final carries, outputs [B, T, features])."""
+    carry = carry if carry is not None else zero_carry(x.shape[0], self.features,
+                                                       self.num_layers)
+    new_carry = []
+    for layer, layer_carry in zip(self.layers, carry):
+      layer_carry, x = layer(x, initial_carry=layer_carry)
+      new_carry.append(layer_carry)
+    return new_carry, x
+
+
+class GaussianLSTM(nn.Module):
+  """Linear embed -> LSTM -> (mu, log-variance) heads: q(z_t | inputs_1..t)."""
+  rnn_size: int
+  z_dim: int
+  num_layers: int = 1
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.embed = nn.Dense(self.rnn_size, dtype=self.dtype)
+    self.lstm = LSTMStack(self.rnn_size, self.num_layers, self.dtype)
+    self.mu = nn.Dense(self.z_dim, dtype=jnp.float32)
+    self.logvar = nn.Dense(self.z_dim, dtype=jnp.float32)
+
+  def __call__(self, inputs: jax.Array, carry: list[Carry] | None = None):
+    """inputs [B, T, F] -> (carry, mu [B, T, z_dim], logvar [B, T, z_dim]), float32 heads."""
+    carry, h = self.lstm(self.embed(inputs.astype(self.dtype)), carry)
+    return carry, self.mu(h), self.logvar(h)
+
+
+class FramePredictor(nn.Module):
+  """Linear embed -> LSTM stack -> Linear -> tanh: the next frame's code from (prev code, z)."""
+  rnn_size: int
+  g_dim: int
+  num_layers: int = 2
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.embed = nn.Dense(self.rnn_size, dtype=self.dtype)
+    self.lstm = LSTMStack(self.rnn_size, self.num_layers, self.dtype)
+    self.out = nn.Dense(self.g_dim, dtype=self.dtype)
+
+  def __call__(self, prev_codes: jax.Array, z: jax.Array, carry: list[Carry] | None = None):
+    """prev_codes [B, T, g], z [B, T, z] -> (carry, predicted codes [B, T, g_dim])."""
+    x = jnp.concatenate([prev_codes.astype(self.dtype), z.astype(self.dtype)], axis=-1)
+    carry, h = self.lstm(self.embed(x), carry)
+    return carry, jnp.tanh(self.out(h))
+
+
+def zero_carry(batch: int, features: int, num_layers: int) -> list[Carry]:
+  """The all-zero (c, h) state of each of ``num_layers`` LSTM layers."""
+  zeros = jnp.zeros((batch, features), jnp.float32)
+  return [(zeros, zeros) for _ in range(num_layers)]

@@ -1,0 +1,248 @@
+"""The composed model: a multimodal VAE whose frame posterior and audio prior are matched by KL.
+
+Per time step t = 1..T-1 of a clip with identity frame f_0:
+
+* frame posterior ``q_f(z_t | f_1..f_t)``: LSTM over ``Enc_f`` codes of the true frames;
+* audio prior ``q_a(z_t | a_1..a_t)``: LSTM over ``Enc_a`` codes of the MFCC windows;
+* frame predictor: LSTM over ``[Enc_f(f_{t-1}), z_t]`` -> code of f_t, decoded with the
+  identity frame's skips.
+
+``__call__`` is the teacher-forced training pass (previous frame = ground truth, z from the
+frame posterior). ``generate`` draws z from the audio prior and feeds each generated frame
+back; it draws K latent sequences per input in one batched call and can run in chunks with
+every state carried across chunk borders.
+"""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from talkface_jax.models import audio as audio_lib
+from talkface_jax.models import image as image_lib
+from talkface_jax.models import recurrent
+
+
+@flax.struct.dataclass
+class TrainOutput:
+  """Teacher-forced outputs for targets t = 1..T-1 (all [B, T-1, ...])."""
+  frames: jax.Array  # Predicted frames [B, T-1, H, W, 3] in [0, 1].
+  posterior_mu: jax.Array  # q_f(z_t) mean [B, T-1, z].
+  posterior_logvar: jax.Array
+  prior_mu: jax.Array  # q_a(z_t) mean [B, T-1, z].
+  prior_logvar: jax.Array
+
+
+class TalkFace(nn.Module):
+  """The stochastic talking-face model; fields mirror ``config.model``."""
+  resolution: int = 128
+  encoder_widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+  g_dim: int = 128
+  z_dim: int = 24
+  rnn_size: int = 256
+  posterior_layers: int = 1
+  predictor_layers: int = 2
+  audio_widths: tuple[int, ...] = (64, 128, 256, 256)
+  audio_hidden: int = 2048
+  audio_dim: int = 128
+  audio_bn_relu: bool = False
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+  conv_impl: str = "xla"
+
+  def setup(self):
+    common = dict(bn_momentum=self.bn_momentum, dtype=self.dtype, conv_impl=self.conv_impl)
+    self.frame_encoder = image_lib.ImageEncoder(self.encoder_widths, self.g_dim, **common)
+    self.frame_decoder = image_lib.ImageDecoder(self.encoder_widths, **common)
+    self.audio_encoder = audio_lib.AudioEncoder(
+        self.audio_widths, self.audio_hidden, self.audio_dim, self.audio_bn_relu, **common)
+    self.frame_posterior = recurrent.GaussianLSTM(
+        self.rnn_size, self.z_dim, self.posterior_layers, self.dtype)
+    self.audio_prior = recurrent.GaussianLSTM(
+        self.rnn_size, self.z_dim, self.posterior_layers, self.dtype)
+    self.predictor = recurrent.FramePredictor(
+        self.rnn_size, self.g_dim, self.predictor_layers, self.dtype)
+
+  # ---------------------------------------------------------------------------------------------
+  # Training: teacher forcing.
+  # ---------------------------------------------------------------------------------------------
+
+  def __call__(self, frames: jax.Array, mfcc: jax.Array, train: bool = True) -> TrainOutput:
+    """Teacher-forced pass; draws z with the 'latent' RNG stream.
+
+    Args:
+      frames: [B, T, H, W, 3] in [0, 1]; frames[:, 0] is the identity frame.
+      mfcc: [B, T, 28, 12], one window per frame.
+      train: BatchNorm mode.
+    """
+    b, t = frames.shape[:2]
+    # Each frame is encoded once, all frames of all sequences in one batch.
+    codes, skips = self.frame_encoder(frames.reshape(b * t, *frames.shape[2:]), train)
+    codes = codes.reshape(b, t, -1)
+    identity_skips = [s.reshape(b, t, *s.shape[1:])[:, 0] for s in skips]
+    context = self.frame_decoder.identity_context(identity_skips)
+
+    _, post_mu, post_logvar = self.frame_posterior(codes[:, 1:])
+    _, prior_mu, prior_logvar = self.audio_prior(self.encode_audio(mfcc[:, 1:], train))
+    eps = jax.random.normal(self.make_rng("latent"), post_mu.shape, post_mu.dtype)
+    z = post_mu + jnp.exp(0.5 * post_logvar) * eps
+
+    _, predicted = self.predictor(codes[:, :-1], z)
+    recon = self.frame_decoder(predicted, context, train)
+    return TrainOutput(recon, post_mu, post_logvar, prior_mu, prior_logvar)
+
+  def encode_audio(self, mfcc: jax.Array, train: bool) -> jax.Array:
+    """[B, T, 28, 12] -> [B, T, audio_dim], all windows in one batch."""
+    b, t = mfcc.shape[:2]
+    return self.audio_encoder(mfcc.reshape(b * t, *mfcc.shape[2:]), train).reshape(b, t, -1)
+
+  # ---------------------------------------------------------------------------------------------
+  # Generation pieces (composed by `generate` below).
+  # ---------------------------------------------------------------------------------------------
+
+  def identity_context(self, frame0: jax.Array, train: bool) -> list[jax.Array]:
+    """Decoder skip contributions of identity frames [B, H, W, 3]."""
+    _, skips = self.frame_encoder(frame0, train)
+    return self.frame_decoder.identity_context(skips)
+
+  def prior_chunk(self, mfcc: jax.Array, carry, train: bool):
+    """Audio prior over a chunk of windows [B, C, 28, 12] -> (carry, mu, logvar [B, C, z])."""
+    return self.audio_prior(self.encode_audio(mfcc, train), carry)
+
+  def predict_frame(self, prev_frames: jax.Array, z: jax.Array, context, carry, train: bool):
+    """One generation step for K samples of B inputs.
+
+    Args:
+      prev_frames: [B, K, H, W, 3], the previous (generated) frames.
+      z: [B, K, z_dim].
+      context: ``identity_context`` of the B inputs.
+      carry: predictor LSTM state of the B * K sequences.
+      train: BatchNorm mode.
+
+    Returns:
+      (carry, frames [B, K, H, W, 3]).
+    """
+    b, k = prev_frames.shape[:2]
+    codes, _ = self.frame_encoder(prev_frames.reshape(b * k, *prev_frames.shape[2:]), train)
+    carry, predicted = self.predictor(codes[:, None], z.reshape(b * k, 1, -1), carry)
+    return carry, self.frame_decoder(predicted.reshape(b, k, -1), context, train)
+
+
+def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
+  """The model described by ``config.model``."""
+  if model_config.conv_impl not in ("xla", "fast_wgrad", "auto"):
+    raise ValueError(f"model.conv_impl={model_config.conv_impl!r}: use xla, fast_wgrad or auto")
+  return TalkFace(
+      resolution=model_config.resolution,
+      encoder_widths=tuple(model_config.encoder_widths),
+      g_dim=model_config.g_dim, z_dim=model_config.z_dim, rnn_size=model_config.rnn_size,
+      posterior_layers=model_config.posterior_layers,
+      predictor_layers=model_config.predictor_layers,
+      audio_widths=tuple(model_config.audio_widths), audio_hidden=model_config.audio_hidden,
+      audio_dim=model_config.audio_dim, audio_bn_relu=model_config.audio_bn_relu,
+      bn_momentum=model_config.bn_momentum, dtype=jnp.dtype(model_config.dtype),
+      conv_impl=model_config.conv_impl)
+
+
+# -------------------------------------------------------------------------------------------------
+# Generation: z from the audio prior, generated frames fed back, K samples per input.
+# -------------------------------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class GenerationState:
+  """Everything carried across chunk borders of one generation."""
+  context: list[jax.Array]  # Identity skip contributions of the B inputs.
+  prev_frames: jax.Array  # [B, K, H, W, 3], last frame of each sample.
+  prior_carry: Any  # Audio prior LSTM state of the B inputs.
+  predictor_carry: Any  # Predictor LSTM state of the B * K samples.
+  step: jax.Array  # Index of the next frame (frame 0 is the identity frame).
+
+
+def start_generation(model: TalkFace, variables, frame0: jax.Array, num_samples: int,
+                     batch_norm: str = "running") -> GenerationState:
+  """The state before frame 1: frame0 [B, H, W, 3] repeated for K samples, zero LSTM states."""
+  b = frame0.shape[0]
+  context = _apply(model, variables, batch_norm, frame0, method=TalkFace.identity_context)
+  prev = jnp.broadcast_to(frame0[:, None], (b, num_samples, *frame0.shape[1:]))
+  return GenerationState(
+      context=context, prev_frames=prev.astype(jnp.float32),
+      prior_carry=recurrent.zero_carry(b, model.rnn_size, model.posterior_layers),
+      predictor_carry=recurrent.zero_carry(b * num_samples, model.rnn_size,
+                                           model.predictor_layers),
+      step=jnp.ones((), jnp.int32))
+
+
+def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.Array,
+                   key: jax.Array, batch_norm: str = "running", deterministic: bool = False):
+  """Generates the frames of the next C windows.
+
+  The noise of frame t is drawn from ``fold_in(key, t)``, so a generation split into chunks
+  draws exactly the same latents as one in a single call.
+
+  Args:
+    model: the model.
+    variables: {'params', 'batch_stats'}.
+    state: from ``start_generation`` or a previous chunk.
+    mfcc: [B, C, 28, 12], the windows of frames state.step .. state.step + C - 1.
+    key: PRNG key of this generation (the same for every chunk).
+    batch_norm: 'running' (running averages) or 'batch' (statistics of the generated batch).
+    deterministic: use the prior's mean instead of a draw (the deterministic baseline).
+
+  Returns:
+    (new state, frames [B, K, C, H, W, 3] in [0, 1]).
+  """
+  b, k = state.prev_frames.shape[:2]
+  prior_carry, mu, logvar = _apply(model, variables, batch_norm, mfcc, state.prior_carry,
+                                   method=TalkFace.prior_chunk)
+
+  def step(carry, inputs):
+    prev_frames, predictor_carry = carry
+    mu_t, logvar_t, t = inputs  # [B, z], [B, z], []
+    eps = jax.random.normal(jax.random.fold_in(key, t), (b, k, mu_t.shape[-1]))
+    eps = jnp.zeros_like(eps) if deterministic else eps
+    z = mu_t[:, None] + jnp.exp(0.5 * logvar_t)[:, None] * eps
+    predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
+                                     state.context, predictor_carry,
+                                     method=TalkFace.predict_frame)
+    frames = frames.astype(jnp.float32)
+    return (frames, predictor_carry), frames
+
+  steps = state.step + jnp.arange(mfcc.shape[1], dtype=jnp.int32)
+  (prev_frames, predictor_carry), frames = jax.lax.scan(
+      step, (state.prev_frames, state.predictor_carry),
+      (jnp.moveaxis(mu, 1, 0), jnp.moveaxis(logvar, 1, 0), steps))
+  new_state = GenerationState(state.context, prev_frames, prior_carry, predictor_carry,
+                              state.step + mfcc.shape[1])
+  return new_state, jnp.moveaxis(frames, 0, 2)
+
+
+def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key: jax.Array,
+             num_samples: int, batch_norm: str = "running", deterministic: bool = False):
+  """K videos for each of B inputs: [B, K, T, H, W, 3] in [0, 1], frame 0 = ``frame0``.
+
+  Args:
+    frame0: identity frames [B, H, W, 3] in [0, 1].
+    mfcc: [B, T, 28, 12]; window t drives frame t (window 0 belongs to the identity frame).
+    key: PRNG key; the same key gives the same videos, different keys different ones.
+    num_samples: K.
+  """
+  state = start_generation(model, variables, frame0, num_samples, batch_norm)
+  _, frames = generate_chunk(model, variables, state, mfcc[:, 1:], key, batch_norm,
+                             deterministic)
+  first = jnp.broadcast_to(state.prev_frames[:, :, None], (*frames.shape[:2], 1,
+                                                           *frames.shape[3:]))
+  return jnp.concatenate([first, frames], axis=2)
+
+
+def _apply(model: TalkFace, variables, batch_norm: str, *args, method):
+  """``model.apply`` in generation mode: running BN averages, or batch stats discarded."""
+  if batch_norm == "running":
+    return model.apply(variables, *args, train=False, method=method)
+  if batch_norm == "batch":
+    out, _ = model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"])
+    return out
+  raise ValueError(f"generation batch_norm={batch_norm!r}: use 'running' or 'batch'")

@@ -1,0 +1,264 @@
+"""Training: state, jitted steps, and the ``train_and_evaluate`` loop.
+
+Read top to bottom: optimiser, train state, train step, eval step, the loop. Everything that
+runs on devices is a pure function jitted once with explicit shardings over the ``data`` mesh
+(parameters replicated, batches split). The step's randomness is ``fold_in(state.rng,
+state.step)``, so the host threads no keys and a resumed run draws the same noise.
+"""
+
+import functools
+import os
+import signal
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from talkface_jax import checkpointing, input_pipeline, losses, parallel, sampling
+from talkface_jax.models import talkface
+
+# -------------------------------------------------------------------------------------------------
+# Optimiser and train state.
+# -------------------------------------------------------------------------------------------------
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """RMSprop as released (PyTorch semantics: eps outside the sqrt) or Adam (SVG-LP)."""
+  optim = config.optim
+  if optim.name == "rmsprop":
+    tx = optax.rmsprop(optim.learning_rate, decay=optim.rmsprop_decay, eps=optim.eps,
+                       eps_in_sqrt=False)
+  elif optim.name == "adam":
+    tx = optax.adam(optim.learning_rate, b1=optim.adam_b1, b2=optim.adam_b2, eps=optim.eps)
+  else:
+    raise ValueError(f"optim.name={optim.name!r}: use rmsprop or adam")
+  if optim.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
+  return tx
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # Completed optimiser steps.
+  params: Any
+  batch_stats: Any  # BatchNorm running averages.
+  opt_state: Any
+  rng: jax.Array  # uint32 key data; per-step keys are folded from it.
+
+
+def _init_state(config, model, tx) -> TrainState:
+  rng = jax.random.key(config.seed)
+  params_rng, latent_rng, train_rng = jax.random.split(rng, 3)
+  res = config.model.resolution
+  variables = model.init({"params": params_rng, "latent": latent_rng},
+                         jnp.zeros((1, 2, res, res, 3), jnp.float32),
+                         jnp.zeros((1, 2, 28, 12), jnp.float32), train=True)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                    batch_stats=variables["batch_stats"],
+                    opt_state=tx.init(variables["params"]),
+                    rng=jax.random.key_data(train_rng))
+
+
+def abstract_train_state(config, model, tx, mesh):
+  """Shapes of the train state, each leaf carrying its (replicated) sharding."""
+  shapes = jax.eval_shape(functools.partial(_init_state, config, model, tx))
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
+def create_train_state(config, model, tx, mesh) -> TrainState:
+  """A freshly initialised train state, created directly on the mesh."""
+  return jax.jit(functools.partial(_init_state, config, model, tx),
+                 out_shardings=parallel.replicated(mesh))()
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+# -------------------------------------------------------------------------------------------------
+# Steps.
+# -------------------------------------------------------------------------------------------------
+
+
+def _to_float_frames(frames: jax.Array) -> jax.Array:
+  return frames.astype(jnp.float32) / 255.0
+
+
+def train_step(state: TrainState, batch, *, model, tx, config) -> tuple[TrainState, dict]:
+  """One optimiser step on a global batch; a non-finite loss leaves the state unchanged.
+
+  Args:
+    state: the train state.
+    batch: {'frames': uint8 [B, L, H, W, 3], 'mfcc': float32 [B, L, 28, 12]}.
+
+  Returns:
+    (new state, metrics): batch means of 'loss', 'mse', 'kl', plus 'grad_norm' and
+    'nonfinite' (1 if the update was skipped).
+  """
+  frames = _to_float_frames(batch["frames"])
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+  def loss_fn(params):
+    output, updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, frames, batch["mfcc"],
+        train=True, rngs={"latent": rng}, mutable=["batch_stats"])
+    terms = losses.per_example_losses(output, frames[:, 1:], config.loss.reconstruction_weight,
+                                      config.loss.kl_weight)
+    return jnp.mean(terms["loss"]), (terms, updates["batch_stats"])
+
+  (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
+                         batch_stats=keep(batch_stats, state.batch_stats),
+                         opt_state=keep(opt_state, state.opt_state), rng=state.rng)
+  metrics = {k: jnp.mean(v) for k, v in terms.items()}
+  metrics.update(grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32))
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, model, config) -> dict:
+  """Teacher-forced loss terms with running BatchNorm statistics; per-example [B] arrays."""
+  frames = _to_float_frames(batch["frames"])
+  output = model.apply(variables_of(state), frames, batch["mfcc"], train=False,
+                       rngs={"latent": jax.random.key(0)})
+  return losses.per_example_losses(output, frames[:, 1:], config.loss.reconstruction_weight,
+                                   config.loss.kl_weight)
+
+
+def jit_train_step(config, model, tx, mesh, state_sharding):
+  """``train_step`` jitted with explicit shardings and the state donated."""
+  return jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
+                 in_shardings=(state_sharding, parallel.data_sharded(mesh)),
+                 out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
+
+
+def jit_eval_step(config, model, mesh, state_sharding):
+  return jax.jit(functools.partial(eval_step, model=model, config=config),
+                 in_shardings=(state_sharding, parallel.data_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
+# -------------------------------------------------------------------------------------------------
+# The loop.
+# -------------------------------------------------------------------------------------------------
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a non-finite loss; the last checkpoint on disk is a good one."""
+
+
+def evaluate_loss(config, eval_fn, state, pipeline, mesh) -> dict[str, float]:
+  """Mean teacher-forced loss terms over ``config.eval.num_batches`` eval batches."""
+  local_bs = parallel.local_batch_size(config.eval.batch_size, mesh)
+  sums, count = {}, 0
+  for local in pipeline.eval_batches(config.eval.num_batches, local_bs):
+    terms = jax.device_get(eval_fn(state, parallel.global_batch(local, mesh)))
+    for k, v in terms.items():
+      sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    count += len(terms["loss"])
+  return {f"eval_{k}": v / count for k, v in sums.items()}
+
+
+def _fault_injection(step: int) -> None:
+  """Kills the process at a chosen step, to test preemption (TALKFACE_SIGKILL_AT_STEP)."""
+  if os.environ.get("TALKFACE_SIGKILL_AT_STEP") == str(step):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (resuming from ``workdir`` if it holds checkpoints), evaluates and samples.
+
+  Returns:
+    The final train state.
+  """
+  mesh = parallel.make_mesh(config)
+  model = talkface.build_model(config.model)
+  tx = make_optimizer(config)
+  local_bs = parallel.local_batch_size(config.train.batch_size, mesh)
+  pipeline = input_pipeline.InputPipeline(config, local_bs)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  ckpt = checkpointing.Checkpointer(workdir, config)
+
+  abstract_state = abstract_train_state(config, model, tx, mesh)
+  state_sharding = jax.tree.map(lambda x: x.sharding, abstract_state)
+  latest = ckpt.latest_step()
+  if latest is None:
+    state, position = create_train_state(config, model, tx, mesh), input_pipeline.Position()
+    writer.write_hparams(_flatten(config.to_dict()))
+  else:
+    state, position = ckpt.restore(latest, abstract_state)
+    logging.info("Resumed from step %d of %s (input at %s).", latest, ckpt.directory, position)
+  first_step = int(state.step)
+
+  train_fn = jit_train_step(config, model, tx, mesh, state_sharding)
+  eval_fn = jit_eval_step(config, model, mesh, state_sharding)
+  batches = pipeline.train_batches(position)
+  num_steps = config.train.num_steps
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  pending = []
+
+  def flush_metrics(step):
+    if not pending:
+      return
+    metrics = jax.device_get(pending)
+    pending.clear()
+    if any(m["nonfinite"] > 0 for m in metrics):
+      bad = [first + i for i, m in enumerate(metrics) if m["nonfinite"] > 0]
+      raise NonFiniteLossError(
+          f"non-finite loss or gradient at step(s) {bad[:5]} (their updates were skipped); "
+          f"stopping. The last checkpoint in {ckpt.directory} (step {ckpt.latest_step()}) "
+          "precedes them and is good.")
+    writer.write_scalars(step, {f"train_{k}": float(np.mean([m[k] for m in metrics]))
+                                for k in metrics[0]})
+
+  first = first_step + 1
+  for step in range(first_step + 1, num_steps + 1):
+    local, position = next(batches)
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics = train_fn(state, parallel.global_batch(local, mesh))
+    if not pending:
+      first = step
+    pending.append(metrics)
+    report(step)
+    is_last = step == num_steps
+    preempted = ckpt.reached_preemption(step)
+    if step % config.train.log_every == 0 or is_last or preempted or ckpt.should_save(step):
+      flush_metrics(step)  # Also the non-finite check: nothing bad reaches a checkpoint.
+    if ckpt.should_save(step) or is_last or preempted:
+      ckpt.save(step, state, position, force=is_last or preempted)
+    if preempted:
+      logging.warning("Preemption signal at step %d: checkpoint saved, exiting.", step)
+      break
+    if config.eval.every and step % config.eval.every == 0 and not is_last:
+      writer.write_scalars(step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
+    _fault_injection(step)
+  else:  # Not preempted: final evaluation and sample summaries.
+    final_step = int(state.step)
+    writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
+    sampling.write_sample_summaries(config, model, variables_of(state), writer, final_step)
+  ckpt.wait()
+  ckpt.close()
+  writer.flush()
+  return state
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{name}."))
+    else:
+      flat[name] = str(value) if isinstance(value, (tuple, list)) else value
+  return flat
