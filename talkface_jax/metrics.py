@@ -1,0 +1,298 @@
+"""Evaluation metrics: SSIM, PSNR, LMD, diversity, lip-sync r, best-of-K.
+
+This module owns every number the evaluation reports (REFERENCE.md, Metrics):
+
+* `ssim` and `psnr` on frames in [0, 1], equal to scikit-image's
+  `structural_similarity(..., data_range=1, gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False, channel_axis=-1)` and
+  `peak_signal_noise_ratio(..., data_range=1)`, but batched and jittable.
+* `landmark_distance`: ATVGNet's LMD on mouth landmarks.
+* `pairwise_diversity`: mean pairwise distance between K samples of one input.
+* `pearson_r`: correlation over time (mouth opening vs. ground truth).
+* `best_and_mean_of_k`: the two ways stochastic models are reported.
+
+All functions are pure. The image metrics take arrays of shape [..., H, W, C]
+and return one value per image, shape [...].
+"""
+
+from typing import Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ArrayLike = Union[jax.Array, np.ndarray]
+
+# Wang et al. 2004 constants, as scikit-image uses them.
+_SSIM_K1 = 0.01
+_SSIM_K2 = 0.03
+_SSIM_SIGMA = 1.5
+# scikit-image passes truncate=3.5 to scipy.ndimage, giving radius
+# int(3.5 * 1.5 + 0.5) = 5, i.e. an 11-tap filter and an 11x11 window.
+_SSIM_TRUNCATE = 3.5
+
+
+def _gaussian_taps(sigma: float, truncate: float) -> np.ndarray:
+  """The normalised 1-D Gaussian scipy.ndimage.gaussian_filter uses. [2r+1]."""
+  radius = int(truncate * sigma + 0.5)
+  offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+  taps = np.exp(-0.5 * (offsets / sigma) ** 2)
+  return taps / taps.sum()
+
+
+def _valid_filter_1d(x: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
+  """Correlates `x` with `taps` along `axis`, keeping fully covered outputs.
+
+  Written as a sum of shifted slices rather than a convolution or matmul: on
+  GPUs those may run in TF32 by default, which would cost SSIM its 1e-5
+  agreement with scikit-image; elementwise float32 arithmetic does not.
+
+  Args:
+    x: array of any shape.
+    taps: [N] filter taps (N odd).
+    axis: axis to filter.
+
+  Returns:
+    Array with `x.shape[axis]` reduced by N - 1.
+  """
+  n_taps = len(taps)
+  length = x.shape[axis] - n_taps + 1
+  out = None
+  for offset, weight in enumerate(taps):
+    shifted = jax.lax.slice_in_dim(x, offset, offset + length, axis=axis)
+    term = float(weight) * shifted
+    out = term if out is None else out + term
+  return out
+
+
+# Jitted so that eager callers (offline evaluation) run one compiled program
+# per image shape instead of dispatching ~60 small ops one by one.
+@jax.jit
+def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> jax.Array:
+  """Structural similarity per image, matching scikit-image exactly.
+
+  scikit-image filters the whole image with reflect padding and then drops a
+  (win_size - 1) // 2 = 5 pixel border before averaging the SSIM map. Every
+  pixel it keeps has its 11x11 window inside the image, so a 'valid' filter over
+  the unpadded image gives the same cropped map and never touches padding.
+
+  Args:
+    a: [..., H, W, C] images (H, W >= 11), values in [0, data_range].
+    b: same shape as `a`.
+    data_range: dynamic range of the pixel values (1 for frames in [0, 1]).
+
+  Returns:
+    [...] mean SSIM over the cropped map and over channels, float32.
+  """
+  a = jnp.asarray(a, jnp.float32)
+  b = jnp.asarray(b, jnp.float32)
+  if a.shape != b.shape:
+    raise ValueError(f'ssim: shapes differ, {a.shape} vs {b.shape}.')
+  if a.ndim < 3:
+    raise ValueError(f'ssim: expected [..., H, W, C], got shape {a.shape}.')
+  taps = _gaussian_taps(_SSIM_SIGMA, _SSIM_TRUNCATE)
+  height, width = a.shape[-3], a.shape[-2]
+  if min(height, width) < len(taps):
+    raise ValueError(
+        f'ssim: images must be at least {len(taps)}x{len(taps)}, got '
+        f'{height}x{width}.')
+
+  # Variances are E[x^2] - E[x]^2, which cancels badly in float32. Removing a
+  # per-image, per-channel constant leaves every variance and covariance
+  # unchanged and keeps the squared terms small; the means are restored below.
+  a_offset = jnp.mean(a, axis=(-3, -2), keepdims=True)
+  b_offset = jnp.mean(b, axis=(-3, -2), keepdims=True)
+  a_centred = a - a_offset
+  b_centred = b - b_offset
+
+  def local_mean(x):
+    return _valid_filter_1d(_valid_filter_1d(x, taps, axis=x.ndim - 3), taps,
+                            axis=x.ndim - 2)
+
+  mu_a_centred = local_mean(a_centred)
+  mu_b_centred = local_mean(b_centred)
+  var_a = local_mean(a_centred * a_centred) - mu_a_centred**2
+  var_b = local_mean(b_centred * b_centred) - mu_b_centred**2
+  cov_ab = local_mean(a_centred * b_centred) - mu_a_centred * mu_b_centred
+  mu_a = mu_a_centred + a_offset
+  mu_b = mu_b_centred + b_offset
+
+  c1 = (_SSIM_K1 * data_range)**2
+  c2 = (_SSIM_K2 * data_range)**2
+  ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2) /
+              ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)))
+  return jnp.mean(ssim_map, axis=(-3, -2, -1))
+
+
+@jax.jit
+def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> jax.Array:
+  """Peak signal-to-noise ratio per image, as scikit-image computes it.
+
+  Args:
+    a: [..., H, W, C] images, values in [0, data_range].
+    b: same shape as `a`.
+    data_range: dynamic range of the pixel values.
+
+  Returns:
+    [...] PSNR in dB, float32. Identical images give +inf (zero error), as in
+    scikit-image; average PSNR over a test set with that in mind.
+  """
+  a = jnp.asarray(a, jnp.float32)
+  b = jnp.asarray(b, jnp.float32)
+  if a.shape != b.shape:
+    raise ValueError(f'psnr: shapes differ, {a.shape} vs {b.shape}.')
+  mse = jnp.mean((a - b)**2, axis=(-3, -2, -1))
+  return 10.0 * jnp.log10(data_range**2 / mse)
+
+
+def landmark_distance(pred: ArrayLike, true: ArrayLike) -> jax.Array:
+  """Landmark distance (LMD, ATVGNet) between predicted and true landmarks.
+
+  Each frame's landmark set is centred on its own mean, so a global shift of the
+  face does not count; what remains is the shape of the mouth.
+
+  Args:
+    pred: [..., T, P, 2] landmarks (e.g. the 20 mouth points 48-67) found on
+      generated frames, in pixels.
+    true: same shape, found on the real frames.
+
+  Returns:
+    [...] Euclidean distance per point averaged over points and frames.
+  """
+  pred = jnp.asarray(pred, jnp.float32)
+  true = jnp.asarray(true, jnp.float32)
+  if pred.shape != true.shape or pred.ndim < 3 or pred.shape[-1] != 2:
+    raise ValueError(
+        f'landmark_distance: expected equal shapes [..., T, P, 2], got '
+        f'{pred.shape} and {true.shape}.')
+  pred = pred - jnp.mean(pred, axis=-2, keepdims=True)
+  true = true - jnp.mean(true, axis=-2, keepdims=True)
+  per_point = jnp.sqrt(jnp.sum((pred - true)**2, axis=-1))
+  return jnp.mean(per_point, axis=(-2, -1))
+
+
+def pairwise_diversity(samples: ArrayLike,
+                       mask: Optional[ArrayLike] = None) -> jax.Array:
+  """Mean pairwise distance between K samples generated from one input.
+
+  The distance between two samples is their mean absolute per-pixel difference;
+  the result averages it over all K (K - 1) / 2 pairs i < j. The pairs are
+  visited one row at a time so memory stays at two samples' worth of
+  differences rather than K^2.
+
+  Args:
+    samples: [K, T, H, W, C] videos (K >= 2) drawn for the same input.
+    mask: optional [H, W] region weights (boolean or in [0, 1]), e.g. an eyes
+      or mouth box; the difference is averaged over the masked pixels only.
+
+  Returns:
+    Scalar mean pairwise distance.
+  """
+  samples = jnp.asarray(samples, jnp.float32)
+  if samples.ndim != 5:
+    raise ValueError(
+        f'pairwise_diversity: expected [K, T, H, W, C], got {samples.shape}.')
+  num_samples, num_frames, height, width, channels = samples.shape
+  if num_samples < 2:
+    raise ValueError('pairwise_diversity: needs at least 2 samples.')
+  if mask is None:
+    weights = jnp.ones((height, width), jnp.float32)
+  else:
+    weights = jnp.asarray(mask, jnp.float32)
+    if weights.shape != (height, width):
+      raise ValueError(
+          f'pairwise_diversity: mask shape {weights.shape} does not match the '
+          f'frame size {(height, width)}.')
+  # Weight per pixel of one sample, summed over frames and channels.
+  normaliser = jnp.sum(weights) * num_frames * channels
+  pixel_weights = weights[None, :, :, None]
+
+  def row_sum(i):
+    # Distances from sample i to every sample, kept only for j > i.
+    abs_diff = jnp.abs(samples - samples[i])
+    per_sample = jnp.sum(abs_diff * pixel_weights, axis=(1, 2, 3, 4))
+    later = jnp.arange(num_samples) > i
+    return jnp.sum(jnp.where(later, per_sample, 0.0))
+
+  total = jax.lax.fori_loop(0, num_samples - 1,
+                            lambda i, acc: acc + row_sum(i), jnp.float32(0.0))
+  num_pairs = num_samples * (num_samples - 1) / 2
+  return total / (normaliser * num_pairs)
+
+
+def pearson_r(x: ArrayLike, y: ArrayLike) -> ArrayLike:
+  """Pearson correlation over the last axis.
+
+  Computed with jax.numpy when either input is a JAX array (so it can be
+  jitted) and with numpy otherwise (so offline evaluation needs no device).
+
+  Args:
+    x: [..., T] series, e.g. the mouth opening measured on generated frames.
+    y: [..., T] series of the same shape, e.g. the ground-truth opening.
+
+  Returns:
+    [...] correlation coefficients. A constant series has no defined
+    correlation and gives nan, as numpy.corrcoef does.
+  """
+  xp = jnp if isinstance(x, jax.Array) or isinstance(y, jax.Array) else np
+  x = xp.asarray(x)
+  y = xp.asarray(y)
+  if not xp.issubdtype(x.dtype, xp.floating):
+    x = x.astype(xp.float32)
+  if not xp.issubdtype(y.dtype, xp.floating):
+    y = y.astype(xp.float32)
+  x = x - xp.mean(x, axis=-1, keepdims=True)
+  y = y - xp.mean(y, axis=-1, keepdims=True)
+  numerator = xp.sum(x * y, axis=-1)
+  denominator = xp.sqrt(xp.sum(x * x, axis=-1) * xp.sum(y * y, axis=-1))
+  if xp is np:
+    with np.errstate(invalid='ignore', divide='ignore'):
+      return numerator / denominator
+  return numerator / denominator
+
+
+def best_and_mean_of_k(
+    per_sample_scores: ArrayLike,
+    higher_is_better: bool = True,
+    rank_by: Optional[ArrayLike] = None,
+    rank_higher_is_better: bool = True,
+) -> Tuple[jax.Array, jax.Array]:
+  """Best-of-K and mean-over-K reports for K samples of N test clips.
+
+  Following SVG, a clip's K samples are ranked by the clip's mean score over
+  frames, the best sample's score counts for the clip, and the clips are
+  averaged. The mean-over-K report averages every sample of every clip.
+
+  Args:
+    per_sample_scores: [K, N] per-clip scores, or [K, N, T] (any trailing axes)
+      per-frame scores, which are averaged over the trailing axes first.
+    higher_is_better: whether a larger score is better (SSIM, PSNR) or worse
+      (LMD).
+    rank_by: optional [K, N, ...] scores that choose the best sample instead of
+      `per_sample_scores` themselves, e.g. report the PSNR of the sample with
+      the best SSIM. Its trailing axes are averaged too.
+    rank_higher_is_better: direction of `rank_by`.
+
+  Returns:
+    (best, mean): scalars; best-of-K averaged over clips and mean over K and
+    clips.
+  """
+  scores = jnp.asarray(per_sample_scores, jnp.float32)
+  if scores.ndim < 2:
+    raise ValueError(
+        f'best_and_mean_of_k: expected [K, N, ...], got {scores.shape}.')
+  clip_scores = jnp.mean(scores, axis=tuple(range(2, scores.ndim)))
+  if rank_by is None:
+    ranking, ranking_higher = clip_scores, higher_is_better
+  else:
+    rank_by = jnp.asarray(rank_by, jnp.float32)
+    if rank_by.shape[:2] != scores.shape[:2]:
+      raise ValueError(
+          f'best_and_mean_of_k: rank_by shape {rank_by.shape} does not start '
+          f'with [K, N] = {scores.shape[:2]}.')
+    ranking = jnp.mean(rank_by, axis=tuple(range(2, rank_by.ndim)))
+    ranking_higher = rank_higher_is_better
+  best_index = (jnp.argmax(ranking, axis=0) if ranking_higher
+                else jnp.argmin(ranking, axis=0))
+  best = jnp.take_along_axis(clip_scores, best_index[None, :], axis=0)[0]
+  return jnp.mean(best), jnp.mean(clip_scores)

@@ -1,0 +1,213 @@
+"""Tests for talkface_jax.metrics: scikit-image agreement and analytic cases."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import skimage.data
+from skimage.metrics import peak_signal_noise_ratio
+from skimage.metrics import structural_similarity
+
+from talkface_jax import metrics
+
+
+def _skimage_ssim(a, b):
+  return structural_similarity(
+      a, b, data_range=1, gaussian_weights=True, sigma=1.5,
+      use_sample_covariance=False, channel_axis=-1)
+
+
+def _astronaut_pairs(size, rng):
+  """Real-image pairs: a crop against noisy, shifted and darkened versions."""
+  image = skimage.data.astronaut().astype(np.float64) / 255.0
+  reference = image[80:80 + size, 160:160 + size]
+  noisy = np.clip(reference + rng.normal(0, 0.05, reference.shape), 0, 1)
+  shifted = image[83:83 + size, 158:158 + size]
+  darker = reference * 0.7
+  return [(reference, noisy), (reference, shifted), (reference, darker),
+          (reference, reference)]
+
+
+@pytest.mark.parametrize('size', [64, 128])
+def test_ssim_psnr_match_skimage_on_real_frames(size):
+  rng = np.random.default_rng(size)
+  for a, b in _astronaut_pairs(size, rng):
+    np.testing.assert_allclose(
+        float(metrics.ssim(a, b)), _skimage_ssim(a, b), atol=1e-5)
+    expected_psnr = (np.inf if np.array_equal(a, b) else
+                     peak_signal_noise_ratio(a, b, data_range=1))
+    np.testing.assert_allclose(
+        float(metrics.psnr(a, b)), expected_psnr, rtol=1e-5)
+
+
+def test_ssim_psnr_match_skimage_on_random_frames():
+  rng = np.random.default_rng(0)
+  for shape in [(64, 64, 3), (40, 56, 3), (32, 32, 1)]:
+    a = rng.random(shape)
+    # Correlated pair (a plus noise) and an independent pair.
+    for b in [np.clip(a + rng.normal(0, 0.1, shape), 0, 1), rng.random(shape)]:
+      np.testing.assert_allclose(
+          float(metrics.ssim(a, b)), _skimage_ssim(a, b), atol=1e-5)
+      np.testing.assert_allclose(
+          float(metrics.psnr(a, b)),
+          peak_signal_noise_ratio(a, b, data_range=1), rtol=1e-5)
+
+
+def test_ssim_is_not_fooled_by_a_constant_offset():
+  # Large local means stress the float32 variance; SSIM must still match.
+  rng = np.random.default_rng(1)
+  a = 0.9 + 0.05 * rng.random((48, 48, 3))
+  b = np.clip(a + rng.normal(0, 0.01, a.shape), 0, 1)
+  np.testing.assert_allclose(
+      float(metrics.ssim(a, b)), _skimage_ssim(a, b), atol=1e-5)
+
+
+def test_batched_and_jitted_metrics_equal_per_image_calls():
+  rng = np.random.default_rng(2)
+  a = rng.random((2, 3, 32, 32, 3)).astype(np.float32)
+  b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+  batched_ssim = jax.jit(metrics.ssim)(a, b)
+  batched_psnr = jax.jit(metrics.psnr)(a, b)
+  assert batched_ssim.shape == (2, 3)
+  assert batched_psnr.shape == (2, 3)
+  for i, j in itertools.product(range(2), range(3)):
+    np.testing.assert_allclose(batched_ssim[i, j],
+                               _skimage_ssim(a[i, j], b[i, j]), atol=1e-5)
+    np.testing.assert_allclose(
+        batched_psnr[i, j],
+        peak_signal_noise_ratio(a[i, j], b[i, j], data_range=1), rtol=1e-5)
+
+
+def test_ssim_of_identical_images_is_one_and_psnr_infinite():
+  a = np.random.default_rng(3).random((16, 16, 3))
+  np.testing.assert_allclose(float(metrics.ssim(a, a)), 1.0, atol=1e-6)
+  assert np.isposinf(float(metrics.psnr(a, a)))
+
+
+def test_psnr_known_value():
+  # A uniform error of 0.1 gives MSE 0.01, i.e. 20 dB.
+  a = np.full((8, 8, 3), 0.5)
+  np.testing.assert_allclose(float(metrics.psnr(a, a + 0.1)), 20.0, rtol=1e-5)
+
+
+def test_ssim_rejects_small_or_mismatched_images():
+  with pytest.raises(ValueError, match='at least 11x11'):
+    metrics.ssim(np.zeros((10, 20, 3)), np.zeros((10, 20, 3)))
+  with pytest.raises(ValueError, match='shapes differ'):
+    metrics.ssim(np.zeros((20, 20, 3)), np.zeros((20, 21, 3)))
+
+
+def test_landmark_distance_ignores_translation():
+  rng = np.random.default_rng(4)
+  true = rng.normal(size=(5, 20, 2)) * 10 + 64
+  # A different shift per frame still leaves the shape of the mouth unchanged.
+  shifted = true + rng.normal(size=(5, 1, 2)) * 7
+  np.testing.assert_allclose(
+      float(metrics.landmark_distance(shifted, true)), 0.0, atol=1e-4)
+
+
+def test_landmark_distance_known_offsets():
+  # Two points; moving them apart by 3 px each in x after centring gives 3 px
+  # per point, and frame 2 is exact, so the mean over frames is 1.5.
+  true = np.array([[[0.0, 0.0], [10.0, 0.0]],
+                   [[0.0, 0.0], [10.0, 0.0]]])
+  pred = np.array([[[-3.0, 5.0], [13.0, 5.0]],
+                   [[1.0, 1.0], [11.0, 1.0]]])
+  np.testing.assert_allclose(
+      float(metrics.landmark_distance(pred, true)), 1.5, rtol=1e-6)
+  # 3-4-5 triangle offsets on each point of a centred pair: distance 5.
+  pred = np.array([[[-3.0, -4.0], [13.0, 4.0]]])
+  np.testing.assert_allclose(
+      float(metrics.landmark_distance(pred, true[:1])), 5.0, rtol=1e-6)
+
+
+def test_landmark_distance_batched():
+  rng = np.random.default_rng(5)
+  pred = rng.normal(size=(3, 4, 20, 2))
+  true = rng.normal(size=(3, 4, 20, 2))
+  batched = metrics.landmark_distance(pred, true)
+  assert batched.shape == (3,)
+  for i in range(3):
+    np.testing.assert_allclose(
+        batched[i], metrics.landmark_distance(pred[i], true[i]), rtol=1e-6)
+
+
+def test_diversity_is_zero_for_identical_samples():
+  sample = np.random.default_rng(6).random((1, 3, 8, 8, 3))
+  samples = np.repeat(sample, 4, axis=0)
+  assert float(metrics.pairwise_diversity(samples)) == pytest.approx(
+      0.0, abs=1e-7)
+
+
+def test_diversity_matches_hand_computation():
+  rng = np.random.default_rng(7)
+  samples = rng.random((2, 3, 8, 8, 3))
+  expected = np.mean(np.abs(samples[0] - samples[1]))
+  np.testing.assert_allclose(
+      float(metrics.pairwise_diversity(samples)), expected, rtol=1e-5)
+
+  # Three samples: the mean over the three pairs.
+  samples = rng.random((3, 2, 6, 6, 3))
+  pairs = [(0, 1), (0, 2), (1, 2)]
+  expected = np.mean(
+      [np.mean(np.abs(samples[i] - samples[j])) for i, j in pairs])
+  np.testing.assert_allclose(
+      float(metrics.pairwise_diversity(samples)), expected, rtol=1e-5)
+
+
+def test_diversity_mask_restricts_to_region():
+  # Samples differ only in the top half ("eyes"), never in the bottom ("mouth").
+  base = np.zeros((2, 8, 8, 3))
+  samples = np.stack([base, base])
+  samples[1, :, :4] = 0.5
+  eyes = np.zeros((8, 8), bool)
+  eyes[:4] = True
+  np.testing.assert_allclose(
+      float(metrics.pairwise_diversity(samples, mask=eyes)), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(
+      float(metrics.pairwise_diversity(samples, mask=~eyes)), 0.0, atol=1e-7)
+  np.testing.assert_allclose(
+      float(metrics.pairwise_diversity(samples)), 0.25, rtol=1e-6)
+  with pytest.raises(ValueError, match='mask shape'):
+    metrics.pairwise_diversity(samples, mask=np.ones((4, 4)))
+
+
+def test_pearson_matches_numpy_corrcoef_for_numpy_and_jax():
+  rng = np.random.default_rng(8)
+  x = rng.normal(size=(4, 50))
+  y = 0.5 * x + rng.normal(size=(4, 50))
+  expected = [np.corrcoef(x[i], y[i])[0, 1] for i in range(4)]
+  numpy_r = metrics.pearson_r(x, y)
+  assert isinstance(numpy_r, np.ndarray)
+  np.testing.assert_allclose(numpy_r, expected, rtol=1e-10)
+  jax_r = jax.jit(metrics.pearson_r)(jnp.asarray(x), jnp.asarray(y))
+  assert isinstance(jax_r, jax.Array)
+  np.testing.assert_allclose(jax_r, expected, rtol=1e-5)
+  np.testing.assert_allclose(
+      metrics.pearson_r(x[0], -3 * x[0] + 1), -1.0, rtol=1e-12)
+  assert np.isnan(metrics.pearson_r(np.ones(5), np.arange(5.0)))
+
+
+def test_best_and_mean_of_k_ranks_by_clip_mean():
+  # [K=3, N=2, T=2]: sample 1 has the best mean for clip 0 although sample 0
+  # has the single best frame; sample 2 is best for clip 1.
+  scores = np.array([[[1.0, 0.0], [0.1, 0.1]],
+                     [[0.6, 0.6], [0.2, 0.2]],
+                     [[0.0, 0.0], [0.9, 0.5]]])
+  best, mean = metrics.best_and_mean_of_k(scores)
+  np.testing.assert_allclose(best, (0.6 + 0.7) / 2, rtol=1e-6)
+  np.testing.assert_allclose(mean, scores.mean(), rtol=1e-6)
+  # Lower is better (e.g. LMD): clip 0 -> sample 2 (0.0), clip 1 -> sample 0.
+  best, _ = metrics.best_and_mean_of_k(scores, higher_is_better=False)
+  np.testing.assert_allclose(best, (0.0 + 0.1) / 2, rtol=1e-6)
+
+
+def test_best_of_k_can_rank_by_another_metric():
+  ssim_scores = np.array([[0.9, 0.1], [0.5, 0.8]])  # [K=2, N=2]
+  psnr_scores = np.array([[20.0, 40.0], [30.0, 25.0]])
+  best, mean = metrics.best_and_mean_of_k(psnr_scores, rank_by=ssim_scores)
+  # SSIM picks sample 0 for clip 0 and sample 1 for clip 1.
+  np.testing.assert_allclose(best, (20.0 + 25.0) / 2, rtol=1e-6)
+  np.testing.assert_allclose(mean, psnr_scores.mean(), rtol=1e-6)
