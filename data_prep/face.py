@@ -1,0 +1,333 @@
+"""Face alignment with Dlib: detect, track, fit landmarks, align to the mean-face template, crop.
+
+Per clip (``FaceAligner.align``):
+
+1. Detect faces with Dlib's frontal (HOG) detector on every ``detect_every``-th frame (and the
+   last), on a copy downscaled so its longer side is at most ``detect_max_side``; detection is
+   the slow part (tens of ms per frame). Where several faces are found, the largest box wins.
+   Around a keyframe that finds no face, every frame is checked, so gaps are located exactly.
+2. Frames between two successful detections get a linearly interpolated box, verified by
+   correlating its face patch with the nearest detection's (frames that fail go to the
+   detector), and the fast 68-point predictor (~2 ms) runs on every frame with a box. Runs of at most ``max_gap``
+   frames with no face get landmarks interpolated over time; longer runs, or no face at all,
+   reject the clip (:class:`NoFaceError` with the reason).
+3. The stable points (nose and eyes, 27-47) are smoothed over time with a Gaussian filter so
+   the crop does not jitter, and a least-squares similarity transform maps them onto the
+   template (:mod:`data_prep.template`) at the crop resolution.
+4. Each frame is warped (bilinear) into the ``resolution`` x ``resolution`` crop, and the
+   per-frame landmarks are mapped through the same transform; points 48-67 are kept for LMD.
+
+Also: :func:`landmarks_on_aligned` / :func:`mouth_opening` run the predictor on already
+aligned crops using the template's face box (no detection), for the LMD and lip-sync metrics.
+Imports no JAX.
+"""
+
+import dataclasses
+import functools
+
+import dlib
+import face_recognition_models
+import numpy as np
+import scipy.ndimage
+from PIL import Image
+
+from data_prep import template
+
+
+class NoFaceError(Exception):
+  """No usable face track in a clip; the message is the reason recorded in the manifest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+  """Face alignment parameters.
+
+  Attributes:
+    resolution: crop size S (64 or 128).
+    detect_every: run the detector on every k-th frame; boxes in between are interpolated.
+    detect_max_side: downscale frames for detection so the longer side is at most this.
+    detect_upsample: Dlib detector upsampling (1 finds faces down to ~40 px, 4x slower).
+    max_gap: longest run of frames without a face that is filled by interpolation.
+    smooth_sigma: std (frames) of the temporal Gaussian on the stable points; 0 disables.
+    track_min_correlation: a frame between detections whose tracked face patch correlates
+      less than this with the nearest detected one is checked by the detector.
+  """
+  resolution: int = 128
+  detect_every: int = 5
+  detect_max_side: int = 640
+  detect_upsample: int = 0
+  max_gap: int = 5
+  smooth_sigma: float = 1.0
+  track_min_correlation: float = 0.5
+
+
+@dataclasses.dataclass
+class AlignedClip:
+  """Aligned faces of one clip.
+
+  Attributes:
+    frames: uint8 [T, S, S, 3] aligned crops.
+    landmarks: float32 [T, 68, 2] (x, y) landmarks in crop pixels (unsmoothed fits).
+    boxes: float32 [T, 4] (left, top, right, bottom) face box per frame in source pixels
+      (NaN where the face was missing and landmarks were interpolated).
+    scale_rotation: complex [T], ``a`` of the per-frame map ``z_crop = a z_frame + b``.
+    translation: complex [T], its ``b``.
+    stats: counts for the manifest: detections run, faces found, interpolated frames.
+  """
+  frames: np.ndarray
+  landmarks: np.ndarray
+  boxes: np.ndarray
+  scale_rotation: np.ndarray
+  translation: np.ndarray
+  stats: dict
+
+  @property
+  def mouth_landmarks(self) -> np.ndarray:
+    """float32 [T, 20, 2], points 48-67."""
+    return self.landmarks[:, template.MOUTH_POINTS]
+
+
+@functools.lru_cache(maxsize=1)
+def _predictor() -> "dlib.shape_predictor":
+  return dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+
+@functools.lru_cache(maxsize=1)
+def _detector() -> "dlib.fhog_object_detector":
+  return dlib.get_frontal_face_detector()
+
+
+def _fit_landmarks(frame: np.ndarray, box) -> np.ndarray:
+  """Dlib 68-point fit in ``box`` (left, top, right, bottom); float32 [68, 2]."""
+  left, top, right, bottom = (int(round(v)) for v in box)
+  shape = _predictor()(frame, dlib.rectangle(left, top, right, bottom))
+  return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Least-squares similarity (rotation, uniform scale, translation) from source to target.
+
+  Written with complex numbers: ``z_target ~= a * z_source + b``, which for 2-D points is
+  exactly the Umeyama solution without reflection.
+
+  Args:
+    source: [..., N, 2] points.
+    target: [N, 2] or [..., N, 2] points.
+
+  Returns:
+    (a, b): complex [...] scale-rotation and translation.
+  """
+  zs = source[..., 0] + 1j * source[..., 1]
+  zt = target[..., 0] + 1j * target[..., 1]
+  zs_mean, zt_mean = zs.mean(-1, keepdims=True), zt.mean(-1, keepdims=True)
+  zs_c, zt_c = zs - zs_mean, zt - zt_mean
+  a = (np.conj(zs_c) * zt_c).sum(-1) / (np.abs(zs_c) ** 2).sum(-1)
+  b = zt_mean[..., 0] - a * zs_mean[..., 0]
+  return a, b
+
+
+def apply_similarity(points: np.ndarray, a, b) -> np.ndarray:
+  """Maps [..., N, 2] points through ``z -> a z + b`` (a, b broadcast over [...])."""
+  z = (points[..., 0] + 1j * points[..., 1]) * np.asarray(a)[..., None] + np.asarray(b)[..., None]
+  return np.stack([z.real, z.imag], -1).astype(np.float32)
+
+
+def warp(frame: np.ndarray, a: complex, b: complex, size: int) -> np.ndarray:
+  """Crop of ``frame`` [H, W, 3] under ``z_crop = a z_frame + b`` (pixel indices), bilinear.
+
+  PIL's affine transform works in continuous coordinates (pixel i spans [i, i + 1]) and maps
+  output to input, so the index-space map is inverted and shifted by half a pixel.
+  Outside the frame is black.
+  """
+  inv_a, inv_b = 1 / a, -b / a
+  half = 0.5 + 0.5j
+  offset = inv_b + half - inv_a * half
+  data = (inv_a.real, -inv_a.imag, offset.real, inv_a.imag, inv_a.real, offset.imag)
+  image = Image.fromarray(frame).transform((size, size), Image.Transform.AFFINE, data=data,
+                                           resample=Image.Resampling.BILINEAR)
+  return np.asarray(image)
+
+
+def _interpolate_boxes(known: dict[int, np.ndarray], frames: np.ndarray) -> np.ndarray:
+  """Boxes [len(frames), 4] linearly interpolated over time between the ``known`` frames."""
+  times = np.array(sorted(known))
+  values = np.stack([known[t] for t in times])
+  return np.stack([np.interp(frames, times, values[:, c]) for c in range(4)], -1)
+
+
+def _patch(frame: np.ndarray, box: np.ndarray, size: int = 24) -> np.ndarray:
+  """Zero-mean, unit-norm grey patch [size * size] of ``box`` in ``frame`` (zeros if flat)."""
+  grey = Image.fromarray(frame).convert("L")
+  patch = np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR,
+                                 box=tuple(float(v) for v in box)), np.float32).ravel()
+  patch = patch - patch.mean()
+  norm = np.linalg.norm(patch)
+  return patch / norm if norm > 1e-3 * size else np.zeros_like(patch)
+
+
+def _patch_correlation(frame, box, reference_frame, reference_box) -> float:
+  """Normalised correlation of the face patches of two frames (1: same appearance)."""
+  return float(_patch(frame, box) @ _patch(reference_frame, reference_box))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+  """(start, stop) of each run of True in a 1-D bool array."""
+  padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+  edges = np.flatnonzero(np.diff(padded))
+  return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+class FaceAligner:
+  """Aligns clips to the template; holds the Dlib models (load once per worker)."""
+
+  def __init__(self, config: AlignConfig = AlignConfig()):
+    self.config = config
+    self.template = template.mean_face(config.resolution)
+    self._detector = _detector()
+    _predictor()
+
+  def detect(self, frame: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """Largest face in ``frame`` [H, W, 3].
+
+    Returns:
+      (box float32 [4] (left, top, right, bottom) in frame pixels or None, number of faces).
+    """
+    height, width = frame.shape[:2]
+    scale = min(1.0, self.config.detect_max_side / max(height, width))
+    small = frame
+    if scale < 1.0:
+      small = np.asarray(Image.fromarray(frame).resize(
+          (max(1, round(width * scale)), max(1, round(height * scale))),
+          Image.Resampling.BILINEAR))
+    rects = self._detector(small, self.config.detect_upsample)
+    if not rects:
+      return None, 0
+    largest = max(rects, key=lambda r: r.width() * r.height())
+    box = np.array([largest.left(), largest.top(), largest.right(), largest.bottom()],
+                   np.float32) / scale
+    return box, len(rects)
+
+  def _track(self, frames: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray, dict]:
+    """Detects on keyframes (densely around misses). Returns (boxes by frame, miss mask, stats)."""
+    num_frames = len(frames)
+    step = max(1, self.config.detect_every)
+    keyframes = sorted(set(range(0, num_frames, step)) | {num_frames - 1})
+    found, missed, max_faces = {}, set(), 0
+
+    def run(t):
+      nonlocal max_faces
+      box, count = self.detect(frames[t])
+      max_faces = max(max_faces, count)
+      if box is None:
+        missed.add(t)
+      else:
+        found[t] = box
+
+    for t in keyframes:
+      run(t)
+    # A frame between two detections is trusted only if its tracked box still shows the face
+    # seen at the nearest detection (patch correlation); otherwise the detector decides.
+    # This catches faceless frames (cuts, occlusion) that the stride would step over.
+    if found:
+      detected = np.array(sorted(found))
+      boxes = _interpolate_boxes(found, np.arange(num_frames))
+      for t in range(num_frames):
+        if t in found or t in missed:
+          continue
+        nearest = detected[np.argmin(np.abs(detected - t))]
+        if (_patch_correlation(frames[t], boxes[t], frames[nearest], found[nearest])
+            < self.config.track_min_correlation):
+          run(t)
+    for i, t in enumerate(keyframes):
+      if t in missed:
+        lo = keyframes[i - 1] + 1 if i > 0 else 0
+        hi = keyframes[i + 1] if i + 1 < len(keyframes) else num_frames
+        for u in range(lo, hi):
+          if u not in found and u not in missed:
+            run(u)
+    miss = np.zeros(num_frames, bool)
+    miss[sorted(missed)] = True
+    stats = {"detections": len(found) + len(missed), "max_faces": max_faces,
+             "missed_frames": int(miss.sum())}
+    return found, miss, stats
+
+  def align(self, frames: np.ndarray) -> AlignedClip:
+    """Aligns one clip.
+
+    Args:
+      frames: uint8 [T, H, W, 3] RGB video frames.
+
+    Returns:
+      The aligned clip at ``config.resolution``.
+
+    Raises:
+      NoFaceError: no face in any frame, or a gap longer than ``max_gap`` frames.
+    """
+    num_frames = len(frames)
+    found, miss, stats = self._track(frames)
+    if not found:
+      raise NoFaceError(f"no face detected ({stats['detections']} frames checked)")
+    for start, stop in _runs(miss):
+      if stop - start > self.config.max_gap:
+        raise NoFaceError(f"face lost for {stop - start} frames from frame {start} "
+                          f"(max_gap {self.config.max_gap})")
+    # A missed frame can sit between two found ones; the box there is not trusted, so the
+    # predictor only runs where a face was detected or tracked between detections.
+    times = np.arange(num_frames)
+    boxes = _interpolate_boxes(found, times).astype(np.float32)
+    boxes[miss] = np.nan
+    landmarks = np.full((num_frames, 68, 2), np.nan, np.float32)
+    for t in np.flatnonzero(~miss):
+      landmarks[t] = _fit_landmarks(frames[t], boxes[t])
+    if miss.any():
+      good = np.flatnonzero(~miss)
+      flat = landmarks.reshape(num_frames, -1)
+      for c in range(flat.shape[1]):
+        flat[miss, c] = np.interp(times[miss], good, flat[good, c])
+    stable = landmarks[:, template.STABLE_POINTS].astype(np.float64)
+    if self.config.smooth_sigma > 0 and num_frames > 1:
+      stable = scipy.ndimage.gaussian_filter1d(stable, self.config.smooth_sigma, axis=0,
+                                               mode="nearest")
+    a, b = similarity(stable, self.template[template.STABLE_POINTS])
+    size = self.config.resolution
+    crops = np.stack([warp(frames[t], a[t], b[t], size) for t in range(num_frames)])
+    aligned = apply_similarity(landmarks, a, b)
+    stats.update(interpolated_frames=int(miss.sum()),
+                 scale=float(np.median(np.abs(a))))
+    return AlignedClip(frames=crops, landmarks=aligned, boxes=boxes, scale_rotation=a,
+                       translation=b, stats=stats)
+
+
+def landmarks_on_aligned(aligned_frames: np.ndarray) -> np.ndarray:
+  """Dlib 68 landmarks on template-aligned crops, using the template's face box (no detection).
+
+  Args:
+    aligned_frames: uint8 [T, S, S, 3] crops aligned to the template (real or generated).
+
+  Returns:
+    float32 [T, 68, 2] (x, y) in crop pixels.
+  """
+  aligned_frames = np.asarray(aligned_frames)
+  box = template.face_box(aligned_frames.shape[1])
+  return np.stack([_fit_landmarks(np.ascontiguousarray(f), box) for f in aligned_frames])
+
+
+def mouth_opening(aligned_frames: np.ndarray) -> np.ndarray:
+  """Inner-lip gap per frame, normalised by the template's inter-ocular distance.
+
+  The gap is the mean of the distances 61-67, 62-66 and 63-65 of the landmarks fitted by
+  :func:`landmarks_on_aligned`; used to correlate lip motion with the ground truth.
+
+  Args:
+    aligned_frames: uint8 [T, S, S, 3].
+
+  Returns:
+    float32 [T].
+  """
+  points = landmarks_on_aligned(aligned_frames)
+  upper, lower = points[:, [61, 62, 63]], points[:, [67, 66, 65]]
+  gap = np.linalg.norm(upper - lower, axis=-1).mean(-1)
+  return (gap / template.inter_ocular(np.asarray(aligned_frames).shape[1])).astype(np.float32)
+
+
+region_boxes = template.region_boxes
