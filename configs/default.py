@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.seq_len = 75  # Frames per training sequence (a random window of each clip).
   config.data.shuffle_buffer = 256  # Examples held by the shuffle buffer, per process.
   config.data.prefetch = 2  # Batches prefetched by tf.data, per process.
+  # Build missing shards (and a missing synthetic corpus) before training (data_prep.prepare).
+  config.data.prepare = False
 
   config.model = ml_collections.ConfigDict()
   config.model.resolution = 128  # Frame size H = W: 64 or 128.
@@ -50,12 +52,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.kl_weight = 1e-6  # beta: weight of KL(q_frame || q_audio).
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = "rmsprop"  # rmsprop (release) | adam (SVG-LP).
+  config.optim.name = "rmsprop"  # rmsprop (release) | adam (SVG-LP) | sgd.
   config.optim.learning_rate = 2e-4
   config.optim.rmsprop_decay = 0.9
   config.optim.eps = 1e-8
   config.optim.adam_b1 = 0.9
   config.optim.adam_b2 = 0.999
+  config.optim.sgd_momentum = 0.0  # 0 for plain SGD.
   config.optim.grad_clip_norm = 0.0  # Global-norm clipping; 0 disables (release: none).
 
   config.train = ml_collections.ConfigDict()
@@ -72,6 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 5  # Global eval batch.
   config.eval.num_clips = 256  # Clips evaluated by --mode=eval (the paper: 256 random).
   config.eval.num_samples = 8  # K latent draws per clip for best-of-K / mean-of-K.
+  config.eval.after_training = False  # Run the full evaluation (--mode=eval) after training.
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num_samples = 4  # K videos drawn per input.

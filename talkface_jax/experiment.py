@@ -14,7 +14,14 @@ from talkface_jax.models import talkface
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
   """Runs ``mode`` ('train', 'eval' or 'sample') on ``workdir``."""
   if mode == "train":
+    if config.data.prepare:
+      # Imported here: only runs that build their own data need Dlib and the corpus generator.
+      from data_prep import prepare  # pylint: disable=g-import-not-at-top
+      prepare.ensure_shards(config)
     train.train_and_evaluate(config, workdir)
+    if config.eval.after_training:
+      from talkface_jax import evaluation  # pylint: disable=g-import-not-at-top
+      evaluation.evaluate(config, workdir)
     return
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)

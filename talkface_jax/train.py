@@ -29,15 +29,17 @@ from talkface_jax.models import talkface
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """RMSprop as released (PyTorch semantics: eps outside the sqrt) or Adam (SVG-LP)."""
+  """RMSprop as released (PyTorch semantics: eps outside the sqrt), Adam (SVG-LP) or SGD."""
   optim = config.optim
   if optim.name == "rmsprop":
     tx = optax.rmsprop(optim.learning_rate, decay=optim.rmsprop_decay, eps=optim.eps,
                        eps_in_sqrt=False)
   elif optim.name == "adam":
     tx = optax.adam(optim.learning_rate, b1=optim.adam_b1, b2=optim.adam_b2, eps=optim.eps)
+  elif optim.name == "sgd":
+    tx = optax.sgd(optim.learning_rate, momentum=optim.sgd_momentum or None)
   else:
-    raise ValueError(f"optim.name={optim.name!r}: use rmsprop or adam")
+    raise ValueError(f"optim.name={optim.name!r}: use rmsprop, adam or sgd")
   if optim.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
   return tx
