@@ -1,0 +1,143 @@
+"""Shapes through the networks at 64 and 128, and the sampling contract of ``generate``."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import grid
+from talkface_jax.models import audio, image, talkface
+
+
+def _tiny_model(**overrides):
+  config = grid.get_config("tiny")
+  config.model.conv_impl = "xla"
+  config.model.update(overrides)
+  return talkface.build_model(config.model)
+
+
+@pytest.mark.parametrize("resolution,widths", [(64, (64, 128, 256, 512)),
+                                               (128, (64, 128, 256, 512, 512))])
+def test_encoder_decoder_shapes(resolution, widths):
+  encoder = image.ImageEncoder(widths, g_dim=128)
+  decoder = image.ImageDecoder(widths)
+  x = jnp.zeros((3, resolution, resolution, 3))
+  variables = jax.eval_shape(functools.partial(encoder.init, train=True), jax.random.key(0), x)
+  (codes, skips), _ = jax.eval_shape(
+      functools.partial(encoder.apply, train=True, mutable=["batch_stats"]), variables, x)
+  assert codes.shape == (3, 128)
+  assert [s.shape for s in skips] == [
+      (3, resolution >> i, resolution >> i, w) for i, w in enumerate(widths)]
+
+  # The decoder's two methods share parameters: init through a module that calls both.
+  frames = jax.eval_shape(lambda: _decode(decoder, jnp.zeros((3, 4, 128)), skips))
+  assert frames.shape == (3, 4, resolution, resolution, 3)
+
+
+def _decode(decoder, codes, skips):
+  class Both(image.ImageDecoder):
+    def __call__(self, codes, skips):  # pylint: disable=arguments-differ
+      return super().__call__(codes, self.identity_context(skips), train=True)
+  module = Both(decoder.widths)
+  skips = [jnp.zeros(s.shape, s.dtype) for s in skips]
+  variables = module.init(jax.random.key(0), codes, skips)
+  out, _ = module.apply(variables, codes, skips, mutable=["batch_stats"])
+  return out
+
+
+def test_encoder_rejects_widths_that_do_not_fit():
+  encoder = image.ImageEncoder((8, 8, 8), g_dim=4)
+  with pytest.raises(ValueError, match="8x8"):
+    encoder.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=True)
+
+
+def test_audio_encoder_release_shapes():
+  encoder = audio.AudioEncoder()
+  x = jnp.zeros((5, 28, 12))
+  variables = jax.eval_shape(functools.partial(encoder.init, train=True), jax.random.key(0), x)
+  # The release flattens 256 x 12 x 2 = 6144 features into its first FC layer.
+  assert variables["params"]["Dense_0"]["kernel"].shape == (6144, 2048)
+  out = jax.eval_shape(functools.partial(encoder.apply, train=False), variables, x)
+  assert out.shape == (5, 128)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny"])
+def test_model_train_and_generate_shapes(variant):
+  config = grid.get_config(variant)
+  config.model.conv_impl = "xla"
+  model = talkface.build_model(config.model)
+  res = config.model.resolution
+  frames, mfcc = jnp.zeros((2, 5, res, res, 3)), jnp.zeros((2, 5, 28, 12))
+  rngs = {"params": jax.random.key(0), "latent": jax.random.key(1)}
+  variables = jax.eval_shape(functools.partial(model.init, train=True), rngs, frames, mfcc)
+  out, _ = jax.eval_shape(functools.partial(
+      model.apply, train=True, rngs={"latent": jax.random.key(1)}, mutable=["batch_stats"]),
+      variables, frames, mfcc)
+  z = config.model.z_dim
+  assert out.frames.shape == (2, 4, res, res, 3)
+  assert out.posterior_mu.shape == out.prior_logvar.shape == (2, 4, z)
+  videos = jax.eval_shape(functools.partial(talkface.generate, model, num_samples=3),
+                          variables, frames[:, 0], mfcc, jax.random.key(2))
+  assert videos.shape == (2, 3, 5, res, res, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_generation():
+  # Momentum 0: one training-mode pass sets the running BN statistics to real ones, as after
+  # training (the initial mean 0 / variance 1 would shrink every activation towards zero).
+  model = _tiny_model(bn_momentum=0.0)
+  rng = np.random.default_rng(0)
+  frames = jnp.asarray(rng.uniform(size=(2, 7, 64, 64, 3)), jnp.float32)
+  mfcc = jnp.asarray(rng.normal(size=(2, 7, 28, 12)), jnp.float32)
+  rngs = {"params": jax.random.key(0), "latent": jax.random.key(1)}
+  variables = model.init(rngs, frames, mfcc, train=True)
+  _, stats = model.apply(variables, frames, mfcc, train=True, rngs=rngs, mutable=["batch_stats"])
+  variables = {"params": variables["params"], **stats}
+  generate = jax.jit(functools.partial(talkface.generate, model, num_samples=3))
+  return model, variables, frames, mfcc, generate
+
+
+def test_generate_k_different_samples_and_same_key_same_video(tiny_generation):
+  _, variables, frames, mfcc, generate = tiny_generation
+  a = np.asarray(generate(variables, frames[:, 0], mfcc, jax.random.key(7)))
+  b = np.asarray(generate(variables, frames[:, 0], mfcc, jax.random.key(7)))
+  c = np.asarray(generate(variables, frames[:, 0], mfcc, jax.random.key(8)))
+  assert a.shape == (2, 3, 7, 64, 64, 3)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(a[:, :, 0], np.broadcast_to(frames[:, None, 0], a[:, :, 0].shape))
+  assert np.all((a >= 0) & (a <= 1))
+  for i in range(3):  # Every pair of the K samples differs after the identity frame.
+    for j in range(i + 1, 3):
+      assert np.abs(a[:, i, 1:] - a[:, j, 1:]).max() > 1e-4
+  assert np.abs(a[:, :, 1:] - c[:, :, 1:]).max() > 1e-4
+
+
+def test_samples_are_independent_of_batch_composition(tiny_generation):
+  """With running BN statistics, a sample does not depend on the other inputs in the batch."""
+  _, variables, frames, mfcc, generate = tiny_generation
+  both = np.asarray(generate(variables, frames[:, 0], mfcc, jax.random.key(3)))
+  first = np.asarray(generate(variables, frames[:1, 0], mfcc[:1], jax.random.key(3)))
+  np.testing.assert_allclose(both[0], first[0], atol=1e-5)
+
+
+def test_chunked_generation_equals_single_call(tiny_generation):
+  model, variables, frames, mfcc, generate = tiny_generation
+  key = jax.random.key(11)
+  whole = np.asarray(generate(variables, frames[:, 0], mfcc, key))
+  state = talkface.start_generation(model, variables, frames[:, 0], 3)
+  chunks = []
+  for start, stop in [(1, 3), (3, 6), (6, 7)]:
+    state, out = talkface.generate_chunk(model, variables, state, mfcc[:, start:stop], key)
+    chunks.append(np.asarray(out))
+  np.testing.assert_allclose(np.concatenate(chunks, axis=2), whole[:, :, 1:], atol=1e-5)
+
+
+def test_deterministic_generation_ignores_the_key(tiny_generation):
+  model, variables, frames, mfcc, _ = tiny_generation
+  run = lambda key: np.asarray(talkface.generate(model, variables, frames[:, 0], mfcc, key, 2,
+                                                 deterministic=True))
+  a, b = run(jax.random.key(0)), run(jax.random.key(1))
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(a[:, 0], a[:, 1], atol=1e-6)
