@@ -1,0 +1,74 @@
+"""Training steps: the loss goes down, non-finite losses are caught, the loop writes its outputs."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import grid
+from talkface_jax import checkpointing, parallel, train
+from talkface_jax.models import talkface
+from tests import shard_fixtures
+
+
+def _setup(**optim):
+  config = grid.get_config("tiny")
+  config.model.conv_impl = "xla"
+  config.optim.update(optim)
+  mesh = parallel.make_mesh(config)
+  model = talkface.build_model(config.model)
+  tx = train.make_optimizer(config)
+  state = train.create_train_state(config, model, tx, mesh)
+  sharding = jax.tree.map(lambda x: x.sharding, state)
+  return config, mesh, model, tx, state, sharding
+
+
+def _fixed_batch(mesh, num_frames=6):
+  clips = [shard_fixtures.make_clip(i, num_frames, 64) for i in range(4)]
+  local = {"frames": np.stack([c["frames"] for c in clips]),
+           "mfcc": np.stack([c["mfcc"] for c in clips])}
+  return parallel.global_batch(local, mesh)
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
+  config, mesh, model, tx, state, sharding = _setup(name="adam", learning_rate=3e-3)
+  step_fn = train.jit_train_step(config, model, tx, mesh, sharding)
+  batch = _fixed_batch(mesh)
+  losses = []
+  for _ in range(12):
+    state, metrics = step_fn(state, batch)
+    losses.append(float(metrics["loss"]))
+    assert float(metrics["nonfinite"]) == 0.0
+  assert int(state.step) == 12
+  assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_non_finite_loss_skips_the_update():
+  config, mesh, model, tx, state, sharding = _setup()
+  step_fn = train.jit_train_step(config, model, tx, mesh, sharding)
+  batch = _fixed_batch(mesh)
+  bad = dict(batch, mfcc=batch["mfcc"] * np.nan)
+  before = jax.device_get(state.params)
+  state, metrics = step_fn(state, bad)
+  assert float(metrics["nonfinite"]) == 1.0
+  jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.params))
+  state, metrics = step_fn(state, batch)  # A good batch still trains afterwards.
+  assert float(metrics["nonfinite"]) == 0.0
+
+
+def test_training_loop_stops_loudly_on_non_finite_loss(tmp_path):
+  data_dir = str(tmp_path / "data")
+  clips = [shard_fixtures.make_clip(i, 8, 64) for i in range(8)]
+  for clip in clips[4:]:
+    clip["mfcc"][:] = np.nan
+  from data_prep import shards  # pylint: disable=g-import-not-at-top
+  shards.write_dataset(data_dir, {"train": clips, "test": clips[:2]}, 64)
+  config = grid.get_config("tiny")
+  config.model.conv_impl = "xla"
+  config.data.dir = data_dir
+  config.train.num_steps = 6
+  with pytest.raises(train.NonFiniteLossError, match="last checkpoint"):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  # Whatever was saved precedes the first bad step.
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "work"), config)
+  assert ckpt.latest_step() is None or ckpt.latest_step() < 6
+  ckpt.close()
