@@ -1,0 +1,251 @@
+"""Tests for talkface_jax.ops.conv: the matmul weight gradient equals XLA's."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from talkface_jax.ops import conv
+
+FLAX_DNUMS = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _normal(seed, shape, dtype=jnp.float32):
+  # numpy, not jax.random: an eager jax.random.normal compiles for every new
+  # shape, which costs seconds per test on CPU.
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.standard_normal(shape, np.float32).astype(dtype))
+
+
+def _grads(conv_fn, x, w, dy, strides, padding, dnums, **kwargs):
+  """(dx, dW) of <conv(x, w), dy>, jitted."""
+  def loss(x, w):
+    y = conv_fn(x, w, strides, padding, dimension_numbers=dnums, **kwargs)
+    return jnp.vdot(y.astype(jnp.float32), dy.astype(jnp.float32))
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
+
+
+def _random_case(seed, batch, in_shape, c_in, c_out, kernel, padding,
+                 strides=(1, 1), dtype=jnp.float32):
+  x = _normal(seed, (batch, *in_shape, c_in), dtype)
+  w = _normal(seed + 1, (*kernel, c_in, c_out), dtype)
+  out_shape = jax.eval_shape(
+      lambda x, w: lax.conv_general_dilated(
+          x, w, strides, padding, dimension_numbers=FLAX_DNUMS), x, w).shape
+  dy = _normal(seed + 2, out_shape, dtype)
+  return x, w, dy
+
+
+def _assert_close(actual, expected, rtol):
+  # Relative to the largest entry: sums of N*H*W products cancel, so
+  # entrywise relative error is meaningless for near-zero entries.
+  scale = float(jnp.max(jnp.abs(expected.astype(jnp.float32))))
+  np.testing.assert_allclose(
+      np.asarray(actual, np.float32), np.asarray(expected, np.float32),
+      rtol=0, atol=rtol * scale)
+
+
+CASES = {
+    # name: (batch, in spatial, c_in, c_out, kernel, padding)
+    'odd_3x3_same': (2, (9, 7), 5, 4, (3, 3), 'SAME'),
+    'rgb_in': (3, (8, 8), 3, 16, (3, 3), 'SAME'),
+    'rgb_out': (2, (8, 8), 16, 3, (3, 3), 'SAME'),
+    '1x1': (2, (5, 6), 7, 6, (1, 1), 'SAME'),
+    '3x3_valid': (2, (11, 9), 4, 5, (3, 3), 'VALID'),
+    '4x4_valid_to_1x1': (5, (4, 4), 12, 10, (4, 4), 'VALID'),
+    '4x4_same': (2, (8, 8), 6, 5, (4, 4), 'SAME'),
+    'explicit_asymmetric': (1, (7, 10), 4, 4, (3, 2), [(2, 0), (1, 1)]),
+    'explicit_negative': (2, (9, 9), 3, 4, (3, 3), [(1, -1), (0, 2)]),
+}
+
+
+@pytest.mark.parametrize('name', CASES)
+def test_gradients_match_xla(name):
+  batch, in_shape, c_in, c_out, kernel, padding = CASES[name]
+  x, w, dy = _random_case(0, batch, in_shape, c_in, c_out, kernel, padding)
+  dx_ref, dw_ref = _grads(lax.conv_general_dilated, x, w, dy, (1, 1),
+                          padding, FLAX_DNUMS)
+  for method in ('shifted_matmuls', 'im2col'):
+    fast = functools.partial(conv.conv_general_dilated, wgrad_method=method)
+    dx, dw = _grads(fast, x, w, dy, (1, 1), padding, FLAX_DNUMS)
+    assert dw.shape == w.shape and dw.dtype == w.dtype
+    _assert_close(dx, dx_ref, 1e-5)
+    _assert_close(dw, dw_ref, 1e-5)
+
+
+def test_forward_is_xla_conv():
+  x, w, _ = _random_case(1, 2, (9, 7), 5, 4, (3, 3), 'SAME')
+  args = ((1, 1), 'SAME')
+  np.testing.assert_array_equal(
+      conv.conv_general_dilated(x, w, *args, dimension_numbers=FLAX_DNUMS),
+      lax.conv_general_dilated(x, w, *args, dimension_numbers=FLAX_DNUMS))
+
+
+@pytest.mark.parametrize('dnums', [('NCHW', 'OIHW', 'NCHW'),
+                                   ('NHWC', 'OHWI', 'NCHW'), None])
+def test_other_dimension_numbers(dnums):
+  lhs_shape = {'N': 2, 'C': 3, 'H': 9, 'W': 7}
+  rhs_shape = {'O': 4, 'I': 3, 'H': 3, 'W': 2}
+  spec = dnums or ('NCHW', 'OIHW', 'NCHW')
+  x = _normal(0, [lhs_shape[c] for c in spec[0]])
+  w = _normal(1, [rhs_shape[c] for c in spec[1]])
+  y_shape = jax.eval_shape(lambda x, w: lax.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=dnums), x, w).shape
+  dy = _normal(2, y_shape)
+  dx, dw = _grads(conv.conv_general_dilated, x, w, dy, (1, 1), 'SAME', dnums)
+  dx_ref, dw_ref = _grads(lax.conv_general_dilated, x, w, dy, (1, 1), 'SAME',
+                          dnums)
+  _assert_close(dx, dx_ref, 1e-5)
+  _assert_close(dw, dw_ref, 1e-5)
+
+
+def test_1d_and_3d_convolutions():
+  for spatial, kernel, spec in [((13,), (3,), ('NWC', 'WIO', 'NWC')),
+                                ((5, 6, 4), (3, 3, 2),
+                                 ('NDHWC', 'DHWIO', 'NDHWC'))]:
+    x = _normal(0, (2, *spatial, 3))
+    w = _normal(1, (*kernel, 3, 4))
+    dy = _normal(2, (2, *spatial, 4))
+    strides = (1,) * len(spatial)
+    dx, dw = _grads(conv.conv_general_dilated, x, w, dy, strides, 'SAME', spec)
+    dx_ref, dw_ref = _grads(lax.conv_general_dilated, x, w, dy, strides,
+                            'SAME', spec)
+    _assert_close(dx, dx_ref, 1e-5)
+    _assert_close(dw, dw_ref, 1e-5)
+
+
+@pytest.mark.parametrize('strides,padding,kwargs', [
+    ((2, 2), 'SAME', {}),
+    ((1, 1), 'SAME', dict(rhs_dilation=(2, 2))),
+    ((1, 1), [(1, 1), (2, 0)], dict(lhs_dilation=(2, 2))),
+    ((1, 1), 'SAME', dict(feature_group_count=2)),
+], ids=['stride', 'rhs_dilation', 'lhs_dilation', 'groups'])
+def test_unsupported_cases_fall_back_to_xla(strides, padding, kwargs):
+  x = _normal(0, (2, 9, 8, 4))
+  w = _normal(1, (3, 3, 4 // kwargs.get('feature_group_count', 1), 6))
+  assert not conv.fast_wgrad_supported(x, w, strides, **kwargs)
+  y_shape = jax.eval_shape(lambda x, w: lax.conv_general_dilated(
+      x, w, strides, padding, dimension_numbers=FLAX_DNUMS, **kwargs),
+                           x, w).shape
+  dy = _normal(2, y_shape)
+  dx, dw = _grads(conv.conv_general_dilated, x, w, dy, strides, padding,
+                  FLAX_DNUMS, **kwargs)
+  dx_ref, dw_ref = _grads(lax.conv_general_dilated, x, w, dy, strides,
+                          padding, FLAX_DNUMS, **kwargs)
+  np.testing.assert_array_equal(dx, dx_ref)
+  np.testing.assert_array_equal(dw, dw_ref)
+
+
+def test_strided_conv_has_no_custom_vjp():
+  x, w, _ = _random_case(6, 1, (8, 8), 2, 2, (3, 3), 'SAME', (2, 2))
+  jaxpr = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
+      x, w, (2, 2), 'SAME', dimension_numbers=FLAX_DNUMS))(x, w)
+  assert 'custom_vjp' not in str(jaxpr)
+  jaxpr = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=FLAX_DNUMS))(x, w)
+  assert 'custom_vjp' in str(jaxpr)
+
+
+def test_bfloat16_accumulates_in_float32():
+  x, w, dy = _random_case(7, 4, (16, 16), 32, 8, (3, 3), 'SAME',
+                          dtype=jnp.bfloat16)
+  dx, dw = _grads(conv.conv_general_dilated, x, w, dy, (1, 1), 'SAME',
+                  FLAX_DNUMS)
+  assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
+  f32 = lambda a: a.astype(jnp.float32)
+  dx_ref, dw_ref = _grads(lax.conv_general_dilated, f32(x), f32(w), f32(dy),
+                          (1, 1), 'SAME', FLAX_DNUMS)
+  # One bf16 rounding of the f32 sum (2^-8 relative), not 1024 of them.
+  _assert_close(dw, dw_ref, 2**-7)
+  _assert_close(dx, dx_ref, 2**-6)
+
+
+def test_preferred_element_type():
+  x, w, dy = _random_case(8, 2, (8, 8), 4, 5, (3, 3), 'SAME',
+                          dtype=jnp.bfloat16)
+  kwargs = dict(preferred_element_type=jnp.float32)
+  y = conv.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                dimension_numbers=FLAX_DNUMS, **kwargs)
+  assert y.dtype == jnp.float32
+  dx, dw = _grads(conv.conv_general_dilated, x, w, dy, (1, 1), 'SAME',
+                  FLAX_DNUMS, **kwargs)
+  dx_ref, dw_ref = _grads(lax.conv_general_dilated, x, w, dy, (1, 1), 'SAME',
+                          FLAX_DNUMS, **kwargs)
+  assert dx.dtype == dx_ref.dtype and dw.dtype == dw_ref.dtype
+  _assert_close(dx, dx_ref, 2**-7)
+  _assert_close(dw, dw_ref, 2**-7)
+
+
+def test_second_order_reverse_mode():
+  x, w, dy = _random_case(9, 2, (6, 6), 3, 4, (3, 3), 'SAME')
+
+  def grad_norm(conv_fn):
+    def loss(w):
+      y = conv_fn(x, w, (1, 1), 'SAME', dimension_numbers=FLAX_DNUMS)
+      return jnp.vdot(y, dy)
+    return jax.grad(lambda w: jnp.sum(jax.grad(loss)(w * w) ** 2))(w)
+
+  _assert_close(grad_norm(conv.conv_general_dilated),
+                grad_norm(lax.conv_general_dilated), 1e-5)
+
+
+class _TinyModel(nn.Module):
+  """Conv stack covering SAME, VALID, explicit and strided padding."""
+  impl: str
+
+  @nn.compact
+  def __call__(self, x):  # x: [B, 8, 8, 3]
+    conv_fn = conv.conv_general_dilated_for(self.impl)
+    x = nn.relu(nn.Conv(8, (3, 3), padding='SAME',
+                        conv_general_dilated=conv_fn)(x))
+    x = nn.relu(nn.Conv(6, (3, 3), strides=2, padding=1,
+                        conv_general_dilated=conv_fn)(x))           # 4x4
+    x = nn.relu(nn.Conv(5, (2, 2), padding=((1, 0), (0, 1)),
+                        conv_general_dilated=conv_fn)(x))           # 4x4
+    x = nn.Conv(7, (4, 4), padding='VALID',
+                conv_general_dilated=conv_fn)(x)                    # 1x1
+    return nn.Conv(3, (1, 1), conv_general_dilated=conv_fn)(x)
+
+
+def test_flax_model_gradients_match_default_conv():
+  x = _normal(0, (3, 8, 8, 3))
+  shapes = jax.eval_shape(_TinyModel('xla').init, jax.random.PRNGKey(0), x)
+  leaves, treedef = jax.tree.flatten(shapes)
+  params = jax.tree.unflatten(
+      treedef, [0.3 * _normal(i, s.shape) for i, s in enumerate(leaves)])
+
+  def grads(impl):
+    loss = lambda p: jnp.sum(_TinyModel(impl).apply(p, x) ** 2)
+    return jax.jit(jax.grad(loss))(params)
+
+  fast, ref = grads('fast_wgrad'), grads('xla')
+  jax.tree.map(lambda a, b: _assert_close(a, b, 1e-5), fast, ref)
+
+
+def test_selector():
+  assert conv.conv_general_dilated_for('xla') is lax.conv_general_dilated
+  assert (conv.conv_general_dilated_for('fast_wgrad')
+          is conv.conv_general_dilated)
+  assert jax.default_backend() == 'cpu'  # the test suite runs on CPU
+  assert conv.resolve_impl('auto') == 'fast_wgrad'
+  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated
+  with pytest.raises(ValueError):
+    conv.conv_general_dilated_for('cudnn')
+
+
+def test_auto_on_accelerator_is_xla(monkeypatch):
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert conv.resolve_impl('auto') == 'xla'
+
+
+def test_auto_method_choice():
+  choose = conv._choose_wgrad_method  # pylint: disable=protected-access
+  assert choose('auto', 9, 3, 81920) == 'im2col'             # RGB input
+  assert choose('auto', 16, 512, 5) == 'im2col'              # 4x4 on 4x4
+  assert choose('auto', 9, 128, 81920) == 'shifted_matmuls'
+  assert choose('auto', 1, 3, 81920) == 'shifted_matmuls'    # 1x1: one matmul
+  assert choose('im2col', 9, 128, 81920) == 'im2col'
