@@ -1,0 +1,110 @@
+"""Training throughput: frames/s, model GFLOP per frame (from XLA's cost analysis), and the
+achieved GFLOP/s as a fraction of a matmul peak measured in the same run.
+
+  python -m benchmarks.train_step --config=configs/grid.py --seq_len=10 --steps=3
+  python -m benchmarks.train_step --config=configs/grid.py:tiny --seq_len=10
+  python -m benchmarks.train_step --config=configs/demo.py --conv_impl=xla,auto
+
+Frames/s counts the frames of the sequences consumed per second (batch x seq_len), the same
+unit as the release's timing. Figures belong in BENCHMARKS.md with the machine and versions.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from talkface_jax import parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from talkface_jax.models import talkface  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def load_config(spec: str):
+  """``path.py[:variant]`` -> config, as ml_collections' config_flags would load it."""
+  path, _, variant = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("bench_config", os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / min(times) / 1e9
+
+
+def bench(config, steps: int) -> dict:
+  mesh = parallel.make_mesh(config)
+  model = talkface.build_model(config.model)
+  tx = train.make_optimizer(config)
+  state = train.create_train_state(config, model, tx, mesh)
+  step_fn = train.jit_train_step(config, model, tx, mesh, jax.tree.map(lambda x: x.sharding,
+                                                                       state))
+  b, t, r = config.train.batch_size, config.data.seq_len, config.model.resolution
+  rng = np.random.default_rng(0)
+  batch = parallel.global_batch({
+      "frames": rng.integers(0, 256, (b, t, r, r, 3), dtype=np.uint8),
+      "mfcc": rng.normal(size=(b, t, 28, 12)).astype(np.float32)}, mesh)
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan")))
+  state, metrics = compiled(state, batch)  # Warm-up.
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  step_s = float(np.median(times))
+  return {"step_s": step_s, "frames_per_s": b * t / step_s, "gflop_per_frame": flops / (b * t) / 1e9,
+          "gflops": flops / step_s / 1e9, "compile_s": compile_s}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default="configs/grid.py")
+  parser.add_argument("--batch_size", type=int, default=5)
+  parser.add_argument("--seq_len", type=int, default=10)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--conv_impl", default="auto", help="comma-separated: xla,fast_wgrad,auto")
+  parser.add_argument("--dtype", default="float32")
+  args = parser.parse_args()
+
+  peak = matmul_peak_gflops()
+  print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__} "
+        f"matmul_peak={peak:.1f} GFLOP/s")
+  print(f"{'config':28s} {'conv':10s} {'B':>3s} {'T':>3s} {'res':>4s} {'step s':>8s} "
+        f"{'frames/s':>9s} {'GFLOP/frame':>12s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}")
+  for impl in args.conv_impl.split(","):
+    config = load_config(args.config)
+    config.model.conv_impl = impl
+    config.model.dtype = args.dtype
+    config.train.batch_size = args.batch_size
+    config.data.seq_len = args.seq_len
+    r = bench(config, args.steps)
+    print(f"{args.config:28s} {impl:10s} {args.batch_size:3d} {args.seq_len:3d} "
+          f"{config.model.resolution:4d} {r['step_s']:8.3f} {r['frames_per_s']:9.2f} "
+          f"{r['gflop_per_frame']:12.2f} {r['gflops']:8.1f} {100 * r['gflops'] / peak:6.1f}% "
+          f"{r['compile_s']:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
