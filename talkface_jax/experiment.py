@@ -1,49 +1,59 @@
 """The three modes of ``run_experiment.py``: train, eval and sample a workdir."""
 
-import json
 import os
 
-import jax
 import ml_collections
 from absl import logging
 
-from talkface_jax import checkpointing, input_pipeline, parallel, sampling, train
+from talkface_jax import checkpointing, parallel, sampling, train
 from talkface_jax.models import talkface
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
-  """Runs ``mode`` ('train', 'eval' or 'sample') on ``workdir``."""
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str,
+        sample_request: sampling.SampleRequest | None = None) -> None:
+  """Runs ``mode`` ('train', 'eval' or 'sample') on ``workdir``.
+
+  ``sample_request`` (the command line's --face/--audio/--csv/--out/--num_samples) makes
+  sample mode use the user's files instead of held-out clips.
+  """
   if mode == "train":
     if config.data.prepare:
       # Imported here: only runs that build their own data need Dlib and the corpus generator.
       from data_prep import prepare  # pylint: disable=g-import-not-at-top
       prepare.ensure_shards(config)
-    train.train_and_evaluate(config, workdir)
+    state = train.train_and_evaluate(config, workdir)
+    eval_results = None
     if config.eval.after_training:
       from talkface_jax import evaluation  # pylint: disable=g-import-not-at-top
-      evaluation.evaluate(config, workdir)
+      eval_results = evaluation.evaluate(config, workdir)
+    if config.sample.after_training:
+      from talkface_jax import demo  # pylint: disable=g-import-not-at-top  (Dlib)
+      demo.write_outputs(config, workdir, state, eval_results)
     return
+  if mode == "eval":
+    from talkface_jax import evaluation  # pylint: disable=g-import-not-at-top  (Dlib)
+    evaluation.evaluate(config, workdir)
+    return
+  if mode != "sample":
+    raise ValueError(f"unknown mode {mode!r}")
+  request = sample_request or sampling.SampleRequest()
+  file_requests = request.file_requests(workdir)  # Bad flags fail before the restore.
+  num_samples = request.num_samples or config.sample.num_samples
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)
   state = restore_latest(config, workdir, model, mesh)
-  step = int(state.step)
-  if mode == "eval":
-    pipeline = input_pipeline.InputPipeline(config, parallel.local_batch_size(
-        config.train.batch_size, mesh))
-    eval_fn = train.jit_eval_step(config, model, mesh,
-                                  jax.tree.map(lambda x: x.sharding, state))
-    results = train.evaluate_loss(config, eval_fn, state, pipeline, mesh)
-    path = os.path.join(workdir, f"eval_{step}.json")
-    if jax.process_index() == 0:
-      with open(path, "w") as f:
-        json.dump({"step": step, **results}, f, indent=2)
-    logging.info("Eval at step %d: %s (written to %s)", step, results, path)
-  elif mode == "sample":
-    paths = sampling.write_sample_files(config, model, train.variables_of(state),
-                                        os.path.join(workdir, "samples"), step)
-    logging.info("Wrote %d files under %s", len(paths), os.path.join(workdir, "samples"))
-  else:
-    raise ValueError(f"unknown mode {mode!r}")
+  variables = train.variables_of(state)
+  if file_requests:
+    report = sampling.sample_files(config, model, variables, file_requests, num_samples)
+    if report.failed:
+      raise sampling.InputError(
+          f"{len(report.failed)} of {len(file_requests)} inputs failed (the others were "
+          "written): " + "; ".join(report.failed.values()))
+    return
+  out_dir = os.path.join(workdir, "samples")
+  paths = sampling.write_sample_files(config, model, variables, out_dir, int(state.step),
+                                      num_samples)
+  logging.info("Wrote %d files under %s", len(paths), out_dir)
 
 
 def restore_latest(config, workdir: str, model, mesh) -> train.TrainState:

@@ -1,0 +1,128 @@
+"""Evaluation: scores equal to scikit-image, the metrics' aggregation, and a full eval run."""
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import skimage.metrics
+
+from configs import grid
+from talkface_jax import evaluation, experiment, train
+from tests import fixtures_raw, shard_fixtures
+
+
+def test_frame_scores_equal_scikit_image_and_skip_frame_zero():
+  rng = np.random.default_rng(0)
+  truth = rng.integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
+  noise = rng.integers(-40, 41, size=(2, 4, 64, 64, 3))
+  samples = np.clip(truth[None].astype(int) + noise, 0, 255).astype(np.uint8)
+  samples[:, 0] = 0  # Frame 0 is the given identity frame: a wrong one must not count.
+  scores = evaluation.frame_scores(samples, truth)
+  assert scores["ssim"].shape == scores["psnr"].shape == (2, 3)
+  for k in range(2):
+    for t in range(1, 4):
+      a, b = samples[k, t] / 255.0, truth[t] / 255.0
+      expected_ssim = skimage.metrics.structural_similarity(
+          a, b, data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+          channel_axis=-1)
+      expected_psnr = skimage.metrics.peak_signal_noise_ratio(b, a, data_range=1)
+      np.testing.assert_allclose(scores["ssim"][k, t - 1], expected_ssim, atol=1e-5)
+      np.testing.assert_allclose(scores["psnr"][k, t - 1], expected_psnr, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def aligned_clip():
+  """A real aligned face clip (astronaut) at 64 x 64 with its mouth landmarks."""
+  from data_prep import face  # pylint: disable=g-import-not-at-top
+  frames = fixtures_raw.face_frames(6, seed=1)[0]
+  aligned = face.FaceAligner(face.AlignConfig(resolution=64)).align(frames)
+  return {"clip_id": "s0/astro", "frames": aligned.frames,
+          "mouth_landmarks": aligned.mouth_landmarks}
+
+
+def test_mouth_opening_from_landmarks_equals_data_prep(aligned_clip):
+  from data_prep import face  # pylint: disable=g-import-not-at-top
+  frames = aligned_clip["frames"]
+  np.testing.assert_allclose(
+      evaluation.mouth_opening(face.landmarks_on_aligned(frames), 64),
+      face.mouth_opening(frames), rtol=1e-6)
+
+
+def test_score_clip_on_the_truth_and_on_a_mouth_only_change(aligned_clip):
+  from data_prep import face  # pylint: disable=g-import-not-at-top
+  frames = aligned_clip["frames"]
+  truth_opening = evaluation.mouth_opening(face.landmarks_on_aligned(frames[1:]), 64)
+  masks = evaluation.region_masks(64)
+  perfect = evaluation.score_clip(np.stack([frames, frames]), aligned_clip, truth_opening, masks)
+  np.testing.assert_allclose(perfect["ssim"], 1.0, atol=1e-6)
+  assert perfect["lmd"].max() < 1.5  # Refit on the crops vs. the alignment's own fit.
+  assert perfect["diversity"] == perfect["diversity_eyes"] == perfect["diversity_mouth"] == 0
+  (y0, y1, x0, x1) = face.region_boxes(64)["mouth"]
+  changed = frames.copy()
+  changed[1:, y0:y1, x0:x1] = 255 - changed[1:, y0:y1, x0:x1]
+  scores = evaluation.score_clip(np.stack([frames, changed]), aligned_clip, truth_opening, masks)
+  assert scores["ssim"][0] > scores["ssim"][1]
+  assert scores["diversity_mouth"] > scores["diversity"] > scores["diversity_eyes"] == 0
+
+
+def test_summarize_mean_best_and_undefined_correlations():
+  clip = lambda ssim, psnr, lmd, r: {
+      "ssim": np.array(ssim), "psnr": np.array(psnr), "lmd": np.array(lmd),
+      "lipsync_r": np.array(r, np.float32), "diversity": 0.1, "diversity_eyes": 0.2,
+      "diversity_mouth": 0.3}
+  stochastic = [clip([0.5, 0.7], [20.0, 30.0], [2.0, 1.0], [0.2, math.nan]),
+                clip([0.9, 0.8], [25.0, 24.0], [3.0, 5.0], [math.nan, math.nan])]
+  deterministic = [clip([0.6], [21.0], [1.5], [0.4]), clip([0.7], [23.0], [2.5], [math.nan])]
+  results = evaluation.summarize(stochastic, deterministic)
+  assert results["ssim_mean_of_k"] == pytest.approx(0.725)
+  assert results["ssim_best_of_k"] == pytest.approx((0.7 + 0.9) / 2)
+  assert results["psnr_best_of_k"] == pytest.approx((30.0 + 25.0) / 2)
+  assert results["lmd_best_of_k"] == pytest.approx((1.0 + 3.0) / 2)  # Lower is better.
+  assert results["lipsync_r_mean_of_k"] == pytest.approx(0.2)
+  assert results["lipsync_r_best_of_k"] == pytest.approx(0.2)
+  assert results["lipsync_r_defined"] == pytest.approx(0.25)
+  assert results["diversity_mouth"] == pytest.approx(0.3)
+  assert results["deterministic_ssim"] == pytest.approx(0.65)
+  assert results["deterministic_lipsync_r"] == pytest.approx(0.4)
+
+
+_FIELDS = {
+    "step", "split", "seed", "num_clips", "num_samples", "frames_scored", "clip_ids", "skipped",
+    "ssim_mean_of_k", "ssim_best_of_k", "psnr_mean_of_k", "psnr_best_of_k", "lmd_mean_of_k",
+    "lmd_best_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k", "lipsync_r_defined",
+    "diversity", "diversity_eyes", "diversity_mouth", "deterministic_ssim",
+    "deterministic_psnr", "deterministic_lmd", "deterministic_lipsync_r"}
+
+
+@pytest.mark.slow
+def test_eval_of_a_trained_checkpoint_writes_every_field(tmp_path, capsys):
+  shard_fixtures.write_tiny_dataset(str(tmp_path / "data"), num_frames=10)
+  config = grid.get_config("tiny")
+  config.model.conv_impl = "xla"
+  config.data.dir = str(tmp_path / "data")
+  config.train.num_steps = 2
+  config.sample.chunk_frames = 4
+  workdir = str(tmp_path / "work")
+  train.train_and_evaluate(config, workdir)
+  experiment.run(config, workdir, "eval")
+  with open(os.path.join(workdir, "eval_2.json")) as f:
+    results = json.load(f)
+  assert set(results) == _FIELDS
+  assert results["step"] == 2 and results["num_clips"] == config.eval.num_clips
+  assert results["num_samples"] == config.eval.num_samples
+  assert results["frames_scored"] == config.eval.num_clips * 9  # Frame 0 excluded.
+  for name in ("ssim", "psnr", "lmd"):
+    assert results[f"{name}_best_of_k"] is not None and results[f"{name}_mean_of_k"] is not None
+    assert math.isfinite(results[f"deterministic_{name}"])
+  assert 0 < results["ssim_mean_of_k"] <= results["ssim_best_of_k"] <= 1
+  assert results["lmd_best_of_k"] <= results["lmd_mean_of_k"]
+  assert results["diversity"] >= 0
+  assert "mean of K" in capsys.readouterr().out
+  assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+  # The clips are a seeded random choice: the same seed gives the same clips.
+  again = evaluation.evaluate(config, workdir)
+  assert again["clip_ids"] == results["clip_ids"]
+  assert again["ssim_mean_of_k"] == pytest.approx(results["ssim_mean_of_k"])
