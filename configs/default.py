@@ -45,7 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.generation_batch_norm = "running"
   config.model.bn_momentum = 0.9  # Running-average momentum (PyTorch's 0.1 update rate).
   config.model.dtype = "float32"  # Compute dtype: float32, or bfloat16 on GPU/TPU.
-  config.model.conv_impl = "auto"  # xla | fast_wgrad | auto (fast weight gradient on CPU).
+  # Conv weight gradients: xla (native) | fast_wgrad (matmuls, ops/conv.py) | auto (fast_wgrad
+  # on CPU only). On jax 0.10.2 CPU the native path measured faster for the whole train step
+  # (BENCHMARKS.md), hence the default.
+  config.model.conv_impl = "xla"
 
   config.loss = ml_collections.ConfigDict()
   config.loss.reconstruction_weight = 1.0  # lambda: weight of the per-frame MSE.
@@ -76,11 +79,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_clips = 256  # Clips evaluated by --mode=eval (the paper: 256 random).
   config.eval.num_samples = 8  # K latent draws per clip for best-of-K / mean-of-K.
   config.eval.after_training = False  # Run the full evaluation (--mode=eval) after training.
+  config.eval.seed = 0  # Seeds the random choice of eval clips and their latent draws.
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num_samples = 4  # K videos drawn per input.
   config.sample.num_clips = 2  # Held-out clips sampled into summaries / --mode=sample.
   config.sample.seed = 0  # Seed of the latent draws.
+  # After training (and evaluation): sample files and WORKDIR/metrics.json (talkface_jax.demo).
+  config.sample.after_training = False
+  # Frames generated per compiled call (sampling and --mode=eval): any length runs in chunks
+  # of this size with the LSTM states carried over, so memory does not grow with the audio.
+  config.sample.chunk_frames = 75
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # Devices on the data axis; -1: all devices.
