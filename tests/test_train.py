@@ -10,16 +10,18 @@ from talkface_jax.models import talkface
 from tests import shard_fixtures
 
 
-def _setup(**optim):
+@pytest.fixture(scope="module")
+def compiled_step():
+  """The tiny config's jitted train step (compiled once for the module) and a fresh state."""
   config = grid.get_config("tiny")
-  config.model.conv_impl = "xla"
-  config.optim.update(optim)
+  config.optim.learning_rate = 3e-3
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)
   tx = train.make_optimizer(config)
   state = train.create_train_state(config, model, tx, mesh)
   sharding = jax.tree.map(lambda x: x.sharding, state)
-  return config, mesh, model, tx, state, sharding
+  step_fn = train.jit_train_step(config, model, tx, mesh, sharding)
+  return mesh, step_fn, lambda: train.create_train_state(config, model, tx, mesh)
 
 
 def _fixed_batch(mesh, num_frames=6):
@@ -29,9 +31,9 @@ def _fixed_batch(mesh, num_frames=6):
   return parallel.global_batch(local, mesh)
 
 
-def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
-  config, mesh, model, tx, state, sharding = _setup(name="adam", learning_rate=3e-3)
-  step_fn = train.jit_train_step(config, model, tx, mesh, sharding)
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(compiled_step):
+  mesh, step_fn, new_state = compiled_step
+  state = new_state()
   batch = _fixed_batch(mesh)
   losses = []
   for _ in range(12):
@@ -42,9 +44,9 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
-def test_non_finite_loss_skips_the_update():
-  config, mesh, model, tx, state, sharding = _setup()
-  step_fn = train.jit_train_step(config, model, tx, mesh, sharding)
+def test_non_finite_loss_skips_the_update(compiled_step):
+  mesh, step_fn, new_state = compiled_step
+  state = new_state()
   batch = _fixed_batch(mesh)
   bad = dict(batch, mfcc=batch["mfcc"] * np.nan)
   before = jax.device_get(state.params)
@@ -63,7 +65,6 @@ def test_training_loop_stops_loudly_on_non_finite_loss(tmp_path):
   from data_prep import shards  # pylint: disable=g-import-not-at-top
   shards.write_dataset(data_dir, {"train": clips, "test": clips[:2]}, 64)
   config = grid.get_config("tiny")
-  config.model.conv_impl = "xla"
   config.data.dir = data_dir
   config.train.num_steps = 6
   with pytest.raises(train.NonFiniteLossError, match="last checkpoint"):
