@@ -1,0 +1,195 @@
+"""The demo end to end (corpus -> shards -> train -> evaluate -> samples), and data_prep.prepare."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import demo as demo_config
+from data_prep import build as build_lib
+from data_prep import prepare
+from talkface_jax import demo, media
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(tmp_path) -> ml_collections.ConfigDict:
+  config = demo_config.get_config("tiny")
+  config.data.dir = str(tmp_path / "shards")
+  config.data.raw_dir = str(tmp_path / "raw")
+  return config
+
+
+def _run_demo(tmp_path):
+  cmd = [sys.executable, os.path.join(ROOT, "run_experiment.py"),
+         "--config=" + os.path.join(ROOT, "configs/demo.py") + ":tiny",
+         f"--workdir={tmp_path / 'work'}", f"--config.data.dir={tmp_path / 'shards'}",
+         f"--config.data.raw_dir={tmp_path / 'raw'}"]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole demo through run_experiment.py.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
+  first = _run_demo(tmp_path)
+  assert first.returncode == 0, first.stderr[-4000:]
+  config = _tiny_config(tmp_path)
+  work = tmp_path / "work"
+
+  # The corpus and the shards were made, with the held-out sentences as the eval split.
+  with open(tmp_path / "raw" / "corpus.json") as f:
+    assert len(json.load(f)["clips"]) == config.data.synthetic.clips_per_speaker
+  with open(tmp_path / "shards" / build_lib.MANIFEST) as f:
+    splits = json.load(f)["splits"]
+  assert splits["test"]["clips"] == config.data.heldout_per_speaker
+  assert splits["train"]["clips"] == (config.data.synthetic.clips_per_speaker
+                                      - config.data.heldout_per_speaker)
+
+  # Training: checkpoint of the last step and TensorBoard events; evaluation: eval_<step>.json.
+  step = config.train.num_steps
+  assert str(step) in os.listdir(work / "checkpoints")
+  assert glob.glob(str(work / "events.out.tfevents.*"))
+  assert os.path.exists(work / f"eval_{step}.json")
+
+  # metrics.json: the evaluation's figures and lip sync against the synthetic truth.
+  with open(work / demo.METRICS_FILE) as f:
+    metrics = json.load(f)
+  assert metrics["step"] == step
+  evaluation = metrics["evaluation"]
+  for name in ("ssim", "psnr"):
+    for kind in ("mean_of_k", "best_of_k"):
+      assert np.isfinite(evaluation[f"{name}_{kind}"])
+    assert evaluation[f"{name}_best_of_k"] >= evaluation[f"{name}_mean_of_k"]
+  assert 0.0 < evaluation["ssim_best_of_k"] <= 1.0
+  for name in ("lipsync_r_mean_of_k", "diversity", "diversity_eyes", "diversity_mouth"):
+    assert name in evaluation
+  sync = metrics["synthetic_lip_sync"]
+  per_clip = list(sync["per_clip"].values())
+  assert len(per_clip) == config.sample.num_clips
+  assert all(len(c["sample_r"]) == config.sample.num_samples for c in per_clip)
+  # The measure recovers the curve that drove the mouth on the ground-truth frames.
+  assert sync["truth_frames_r"] > 0.5
+
+  # Samples: one mp4 with audio per sample at 25 fps, a side-by-side video, a contact sheet.
+  files = [str(work / p) for p in metrics["samples"]]
+  assert all(os.path.exists(p) for p in files)
+  samples = [p for p in files if "_sample" in p and p.endswith(".mp4")]
+  assert len(samples) == config.sample.num_clips * config.sample.num_samples
+  side = [p for p in files if p.endswith("_side_by_side.mp4")]
+  sheets = [p for p in files if p.endswith("_contact_sheet.png")]
+  assert len(side) == len(sheets) == config.sample.num_clips
+  for path in samples + side:
+    info = media.probe(path)
+    assert info.has_video and info.has_audio, path
+    assert abs(info.video_fps - 25.0) < 1e-3, (path, info.video_fps)
+  res = config.model.resolution
+  side_frames, _ = media.read_video(side[0])
+  assert side_frames.shape[1:] == (res, res * (1 + config.sample.num_samples), 3)
+  assert "Demo finished at step" in first.stdout
+
+  # Preparing again finds the corpus and the shards complete and redoes nothing.
+  shard_files = sorted(glob.glob(str(tmp_path / "shards" / "*.tfrecord*")))
+  mtimes = [os.path.getmtime(p) for p in shard_files]
+  assert prepare.ensure_shards(config) == {"status": "present"}
+  assert [os.path.getmtime(p) for p in shard_files] == mtimes
+
+
+# ------------------------------------------------------------------------------------------------
+# data_prep.prepare without Dlib.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_build_options_follow_the_config(tmp_path):
+  config = _tiny_config(tmp_path)
+  options = prepare.build_options(config)
+  assert options["resolution"] == config.model.resolution
+  assert options["split_rule"] == "sentences"
+  assert options["heldout_per_speaker"] == config.data.heldout_per_speaker
+  assert options["out_dir"] == os.path.abspath(config.data.dir)
+
+
+def _fake_build(config, **parameter_changes):
+  """A 'complete' shard folder: TFDS metadata and a manifest made as ``config`` asks."""
+  os.makedirs(config.data.dir, exist_ok=True)
+  options = prepare.build_options(config)
+  parameters = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
+                if k != "dataset"}
+  parameters.update(parameter_changes)
+  with open(os.path.join(config.data.dir, build_lib.MANIFEST), "w") as f:
+    json.dump({"dataset": options["dataset"], "parameters": parameters}, f)
+  with open(os.path.join(config.data.dir, prepare.DATASET_INFO), "w") as f:
+    json.dump({"splits": [{"name": "train"}, {"name": "test"}]}, f)
+
+
+def test_existing_matching_build_is_left_alone(tmp_path):
+  config = _tiny_config(tmp_path)
+  _fake_build(config, num_workers=99)  # The worker count does not change the output.
+  assert prepare.ensure_shards(config) == {"status": "present"}
+  assert not os.path.exists(config.data.raw_dir)  # No corpus was generated.
+
+
+def test_build_with_other_parameters_is_an_error(tmp_path):
+  config = _tiny_config(tmp_path)
+  _fake_build(config, heldout_per_speaker=3, resolution=128)
+  with pytest.raises(ValueError, match="heldout_per_speaker.*resolution|resolution"):
+    prepare.ensure_shards(config)
+
+
+def test_missing_eval_split_is_an_error(tmp_path):
+  config = _tiny_config(tmp_path)
+  _fake_build(config)
+  config.data.eval_split = "validation"
+  with pytest.raises(ValueError, match="eval_split='validation'"):
+    prepare.ensure_shards(config)
+
+
+def test_sentence_split_needs_heldout_clips(tmp_path):
+  config = _tiny_config(tmp_path)
+  config.data.heldout_per_speaker = 0
+  with pytest.raises(ValueError, match="heldout_per_speaker > 0"):
+    prepare.ensure_shards(config)
+
+
+def test_several_processes_do_not_build_at_once(tmp_path):
+  config = _tiny_config(tmp_path)
+  config.distributed = True
+  with pytest.raises(ValueError, match="prepare them first"):
+    prepare.ensure_shards(config)
+  assert not os.path.exists(config.data.raw_dir)
+
+
+def test_refuses_to_write_a_corpus_into_a_foreign_folder(tmp_path):
+  config = _tiny_config(tmp_path)
+  os.makedirs(os.path.join(config.data.raw_dir, "s1"))
+  with open(os.path.join(config.data.raw_dir, "s1", "clip.mpg"), "wb") as f:
+    f.write(b"not ours")
+  with pytest.raises(ValueError, match="not a synthetic corpus"):
+    prepare.ensure_corpus(config)
+
+
+def test_missing_real_corpus_is_a_clear_error(tmp_path):
+  config = _tiny_config(tmp_path)
+  config.data.synthetic = None
+  with pytest.raises(FileNotFoundError, match="raw corpus"):
+    prepare.ensure_shards(config)
+
+
+def test_interrupted_corpus_is_completed(tmp_path):
+  config = _tiny_config(tmp_path)
+  config.data.synthetic.clips_per_speaker = 2
+  first = prepare.ensure_corpus(config)
+  assert first["generated"] == 2
+  with open(os.path.join(config.data.raw_dir, "corpus.json")) as f:
+    lost = json.load(f)["clips"][1]
+  os.remove(os.path.join(config.data.raw_dir, "ground_truth", lost + ".npz"))
+  again = prepare.ensure_corpus(config)
+  assert (again["generated"], again["skipped"]) == (1, 1)
