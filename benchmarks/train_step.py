@@ -86,11 +86,14 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--conv_impl", default="auto", help="comma-separated: xla,fast_wgrad,auto")
   parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--resolution", type=int, default=0, help="override model.resolution")
+  parser.add_argument("--encoder_widths", default="",
+                      help="override, e.g. 64,128,256,512 (the release's widths at 64x64)")
   args = parser.parse_args()
 
   peak = matmul_peak_gflops()
   print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__} "
-        f"matmul_peak={peak:.1f} GFLOP/s")
+        f"matmul_peak={peak:.1f} GFLOP/s load={os.getloadavg()[0]:.2f}")
   print(f"{'config':28s} {'conv':10s} {'B':>3s} {'T':>3s} {'res':>4s} {'step s':>8s} "
         f"{'frames/s':>9s} {'GFLOP/frame':>12s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}")
   for impl in args.conv_impl.split(","):
@@ -99,11 +102,15 @@ def main():
     config.model.dtype = args.dtype
     config.train.batch_size = args.batch_size
     config.data.seq_len = args.seq_len
+    if args.resolution:
+      config.model.resolution = args.resolution
+    if args.encoder_widths:
+      config.model.encoder_widths = tuple(int(w) for w in args.encoder_widths.split(","))
     r = bench(config, args.steps)
     print(f"{args.config:28s} {impl:10s} {args.batch_size:3d} {args.seq_len:3d} "
           f"{config.model.resolution:4d} {r['step_s']:8.3f} {r['frames_per_s']:9.2f} "
           f"{r['gflop_per_frame']:12.2f} {r['gflops']:8.1f} {100 * r['gflops'] / peak:6.1f}% "
-          f"{r['compile_s']:9.1f}", flush=True)
+          f"{r['compile_s']:9.1f}  load={os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

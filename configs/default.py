@@ -45,9 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.generation_batch_norm = "running"
   config.model.bn_momentum = 0.9  # Running-average momentum (PyTorch's 0.1 update rate).
   config.model.dtype = "float32"  # Compute dtype: float32, or bfloat16 on GPU/TPU.
-  # Conv weight gradients: xla (native) | fast_wgrad (matmuls, ops/conv.py) | auto (fast_wgrad
-  # on CPU only). On jax 0.10.2 CPU the native path measured faster for the whole train step
-  # (BENCHMARKS.md), hence the default.
+  # Conv weight gradients: xla (native) | fast_wgrad (matmuls, ops/conv.py, every layer) |
+  # auto (on CPU: matmuls on maps of 32x32 and larger, native elsewhere; on GPU/TPU: native).
+  # grid.py/lrw.py use auto (2.3x faster train step at 128x128 on CPU, BENCHMARKS.md); the
+  # small demo/tiny models measured no gain.
   config.model.conv_impl = "xla"
 
   config.loss = ml_collections.ConfigDict()

@@ -14,6 +14,7 @@ def get_config(variant: str = ""):
   config.data.raw_dir = "data/raw/grid"
   config.data.dataset = "grid"
   config.data.seq_len = 75
+  config.model.conv_impl = "auto"  # Per-layer matmul weight gradients on CPU; native on GPU/TPU.
   if variant == "tiny":
     apply_tiny(config)
   elif variant:
@@ -25,6 +26,7 @@ def apply_tiny(config):
   """Shrinks ``config`` in place to a model that trains in seconds on one CPU core."""
   config.data.dir = "data/grid_64"
   config.data.seq_len = 6
+  config.model.conv_impl = "xla"
   config.data.shuffle_buffer = 16
   config.model.resolution = 64
   config.model.encoder_widths = (8, 8, 16, 16)
