@@ -61,18 +61,6 @@ def test_upsample2x_matches_repeat():
   _assert_same_value_and_grad(layers.upsample2x, _reference_upsample2x, x)
 
 
-@pytest.mark.parametrize("impl", ["xla", "fast_wgrad", "auto"])
-def test_whole_map_conv_is_a_matmul(impl):
-  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 8))
-  conv = nn.Conv(5, (4, 4), padding="VALID", conv_general_dilated=layers.conv_function(impl))
-  reference = nn.Conv(5, (4, 4), padding="VALID")
-  variables = reference.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, conv.init(jax.random.key(1), x)) == jax.tree.map(
-      jnp.shape, variables)
-  _assert_same_value_and_grad(lambda v: conv.apply(v, x), lambda v: reference.apply(v, x),
-                              variables)
-
-
 def test_model_outputs_and_gradients_match_reference_ops(monkeypatch):
   """The whole training pass with the fast ops equals the one with the plain ops."""
   config = grid.get_config("tiny")

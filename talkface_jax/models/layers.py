@@ -1,10 +1,9 @@
 """Building blocks shared by the image and audio networks: conv + BatchNorm + activation.
 
-Pooling, upsampling and convolutions whose kernel covers the whole input are written with
-reshapes, slices and matmuls rather than ``reduce_window``/``repeat``/convolution: the same
-values, but on XLA CPU the gradient of ``reduce_window`` max (select_and_scatter) and a
-convolution of a 4x4 map by a 4x4 kernel run far slower than their formulations here
-(``benchmarks/profile_step.py --parts=ops``).
+Pooling and upsampling are written with reshapes and slices rather than
+``reduce_window``/``repeat``: the same values and (for untied maxima) gradients. A whole-map
+4x4 conv written as one matmul was tried and dropped: its gradient differed between 1 and 8
+devices beyond float noise (tests/test_parallel.py), for a negligible share of the step.
 """
 
 import functools
@@ -32,7 +31,7 @@ def conv_function(impl: str) -> Callable[..., jax.Array]:
     conv = conv_ops.conv_general_dilated_for(impl)
     if impl == "auto" and conv is not jax.lax.conv_general_dilated:
       conv = functools.partial(_matmul_wgrad_on_large_maps, conv)
-  return functools.partial(_conv_or_matmul, conv)
+  return conv
 
 
 # On XLA CPU the native weight gradient of a 3x3 conv runs at ~10 GFLOP/s on maps of 32x32
@@ -46,32 +45,6 @@ def _matmul_wgrad_on_large_maps(matmul_wgrad_conv, lhs, rhs, *args, **kwargs):
   if lhs.ndim == 4 and lhs.shape[1] * lhs.shape[2] >= _MATMUL_WGRAD_MIN_POSITIONS:
     return matmul_wgrad_conv(lhs, rhs, *args, **kwargs)
   return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
-
-
-_NHWC_HWIO = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
-                                          out_spec=(0, 3, 1, 2))
-
-
-def _conv_or_matmul(conv, lhs, rhs, window_strides, padding, lhs_dilation=None,
-                    rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                    **kwargs) -> jax.Array:
-  """``conv``, except that a VALID kernel as large as its NHWC input is one matmul.
-
-  Such a conv ([N, k, k, C_in] by [k, k, C_in, C_out] -> [N, 1, 1, C_out], the encoder's
-  last layer) is a Dense layer over the flattened map; the kernel keeps its conv shape.
-  """
-  trivial = lambda v: v is None or all(d == 1 for d in v)
-  if (padding == "VALID" and dimension_numbers == _NHWC_HWIO and lhs.ndim == 4
-      and lhs.shape[1:3] == rhs.shape[:2] and feature_group_count == 1
-      and trivial(lhs_dilation) and trivial(rhs_dilation)):
-    n, out_features = lhs.shape[0], rhs.shape[-1]
-    y = jnp.dot(lhs.reshape(n, -1), rhs.reshape(-1, out_features),
-                precision=kwargs.get("precision"),
-                preferred_element_type=kwargs.get("preferred_element_type"))
-    return y.reshape(n, 1, 1, out_features)
-  return conv(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-              rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-              feature_group_count=feature_group_count, **kwargs)
 
 
 class ConvNormAct(nn.Module):
