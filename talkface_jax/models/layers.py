@@ -1,10 +1,4 @@
-"""Building blocks shared by the image and audio networks: conv + BatchNorm + activation.
-
-Pooling and upsampling are written with reshapes and slices rather than
-``reduce_window``/``repeat``: the same values and (for untied maxima) gradients. A whole-map
-4x4 conv written as one matmul was tried and dropped: its gradient differed between 1 and 8
-devices beyond float noise (tests/test_parallel.py), for a negligible share of the step.
-"""
+"""Building blocks shared by the image and audio networks: conv + BatchNorm + activation."""
 
 import functools
 from typing import Any, Callable
@@ -25,18 +19,17 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
 def conv_function(impl: str) -> Callable[..., jax.Array]:
   """The ``lax.conv_general_dilated`` replacement that ``nn.Conv`` should call for ``impl``."""
   if impl == "xla":
-    conv = jax.lax.conv_general_dilated
-  else:
-    from talkface_jax.ops import conv as conv_ops  # pylint: disable=g-import-not-at-top
-    conv = conv_ops.conv_general_dilated_for(impl)
-    if impl == "auto" and conv is not jax.lax.conv_general_dilated:
-      conv = functools.partial(_matmul_wgrad_on_large_maps, conv)
-  return conv
+    return jax.lax.conv_general_dilated
+  from talkface_jax.ops import conv  # pylint: disable=g-import-not-at-top
+  fast = conv.conv_general_dilated_for(impl)
+  if impl == "auto" and fast is not jax.lax.conv_general_dilated:
+    return functools.partial(_matmul_wgrad_on_large_maps, fast)
+  return fast
 
 
 # On XLA CPU the native weight gradient of a 3x3 conv runs at ~10 GFLOP/s on maps of 32x32
 # and larger (a tenth of its forward pass) and the matmul one of ops/conv.py 3-4x faster,
-# while on 16x16 and 8x8 maps the native one is the faster (benchmarks/conv_grad.py).
+# while on 16x16 and 8x8 maps the native one is the faster (BENCHMARKS.md).
 _MATMUL_WGRAD_MIN_POSITIONS = 32 * 32
 
 
@@ -90,34 +83,13 @@ def batch_norm(train: bool | None, momentum: float, dtype: Any,
 
 
 def max_pool(x: jax.Array, window: int | tuple[int, int], stride: int | tuple[int, int]):
-  """VALID max pooling over the two spatial axes of [N, H, W, C].
-
-  The values are ``nn.max_pool``'s. The window is separable (a max over rows of maxes over
-  columns), each axis pooled by a reshape when windows do not overlap, else by a maximum of
-  strided slices. Where a window's maximum is unique the gradient is ``nn.max_pool``'s too;
-  tied maxima share it equally instead of the first one taking all.
-  """
+  """VALID max pooling over the two spatial axes of [N, H, W, C]."""
   window = (window, window) if isinstance(window, int) else window
   stride = (stride, stride) if isinstance(stride, int) else stride
-  x = _max_pool_axis(x, -3, window[0], stride[0])
-  return _max_pool_axis(x, -2, window[1], stride[1])
-
-
-def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Array:
-  """VALID 1-D max pooling along ``axis`` (negative)."""
-  axis %= x.ndim
-  out = (x.shape[axis] - window) // stride + 1
-  if window == stride:
-    x = jax.lax.slice_in_dim(x, 0, out * window, axis=axis)
-    x = x.reshape(*x.shape[:axis], out, window, *x.shape[axis + 1:])
-    return jnp.max(x, axis=axis + 1)
-  taps = [jax.lax.slice_in_dim(x, start, start + stride * (out - 1) + 1, stride, axis=axis)
-          for start in range(window)]
-  return functools.reduce(jnp.maximum, taps)
+  return nn.max_pool(x, window, strides=stride, padding="VALID")
 
 
 def upsample2x(x: jax.Array) -> jax.Array:
   """Nearest-neighbour x2 upsampling of [..., H, W, C] (the release's nn.UpsamplingNearest2d)."""
-  *lead, h, w, c = x.shape
-  x = jnp.broadcast_to(x[..., :, None, :, None, :], (*lead, h, 2, w, 2, c))
-  return x.reshape(*lead, 2 * h, 2 * w, c)
+  x = jnp.repeat(x, 2, axis=-3)
+  return jnp.repeat(x, 2, axis=-2)
