@@ -33,12 +33,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from data_prep import schema
 from talkface_jax import input_pipeline, media
 from talkface_jax.models import talkface
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: audio samples per video frame.
+# The shard schema's rates: 25 fps video, 16 kHz audio, 640 audio samples per frame.
+FPS, SAMPLE_RATE, SAMPLES_PER_FRAME = schema.FPS, schema.SAMPLE_RATE, schema.SAMPLES_PER_FRAME
 
 
 class InputError(ValueError):
