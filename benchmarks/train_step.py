@@ -4,6 +4,8 @@ achieved GFLOP/s as a fraction of a matmul peak measured in the same run.
   python -m benchmarks.train_step --config=configs/grid.py --seq_len=10 --steps=3
   python -m benchmarks.train_step --config=configs/grid.py:tiny --seq_len=10
   python -m benchmarks.train_step --config=configs/demo.py --conv_impl=xla,auto
+  python -m benchmarks.train_step --config=configs/grid.py --batch_size=40 --seq_len=75 \
+      --dtype=bfloat16 --peak_tflops=989     # an H100 SXM: MFU against its bf16 dense peak
 
 Frames/s counts the frames of the sequences consumed per second (batch x seq_len), the same
 unit as the release's timing. Figures belong in BENCHMARKS.md with the machine and versions.
@@ -35,8 +37,10 @@ def load_config(spec: str):
   return module.get_config(variant) if variant else module.get_config()
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
-  a = jnp.ones((n, n), jnp.float32)
+def matmul_peak_gflops(dtype: str = "float32", n: int = 0, reps: int = 5) -> float:
+  """Achieved GFLOP/s of a jitted n^3 matmul in ``dtype`` (n: 2048 on CPU, 8192 otherwise)."""
+  n = n or (2048 if jax.default_backend() == "cpu" else 8192)
+  a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   times = []
@@ -89,13 +93,18 @@ def main():
   parser.add_argument("--resolution", type=int, default=0, help="override model.resolution")
   parser.add_argument("--encoder_widths", default="",
                       help="override, e.g. 64,128,256,512 (the release's widths at 64x64)")
+  parser.add_argument("--peak_tflops", type=float, default=0.0,
+                      help="the device's spec peak in --dtype (e.g. 989 for an H100 SXM in "
+                           "bfloat16, dense): adds an MFU column, achieved / spec peak")
   args = parser.parse_args()
 
-  peak = matmul_peak_gflops()
-  print(f"backend={jax.default_backend()} devices={jax.device_count()} jax={jax.__version__} "
-        f"matmul_peak={peak:.1f} GFLOP/s load={os.getloadavg()[0]:.2f}")
+  peak = matmul_peak_gflops(args.dtype)
+  print(f"backend={jax.default_backend()} devices={jax.device_count()} "
+        f"device={jax.devices()[0].device_kind} jax={jax.__version__} "
+        f"matmul_peak({args.dtype})={peak:.1f} GFLOP/s load={os.getloadavg()[0]:.2f}")
   print(f"{'config':28s} {'conv':10s} {'B':>3s} {'T':>3s} {'res':>4s} {'step s':>8s} "
-        f"{'frames/s':>9s} {'GFLOP/frame':>12s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}")
+        f"{'frames/s':>9s} {'GFLOP/frame':>12s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}"
+        + (f" {'MFU':>6s}" if args.peak_tflops else ""))
   for impl in args.conv_impl.split(","):
     config = load_config(args.config)
     config.model.conv_impl = impl
@@ -110,7 +119,10 @@ def main():
     print(f"{args.config:28s} {impl:10s} {args.batch_size:3d} {args.seq_len:3d} "
           f"{config.model.resolution:4d} {r['step_s']:8.3f} {r['frames_per_s']:9.2f} "
           f"{r['gflop_per_frame']:12.2f} {r['gflops']:8.1f} {100 * r['gflops'] / peak:6.1f}% "
-          f"{r['compile_s']:9.1f}  load={os.getloadavg()[0]:.2f}", flush=True)
+          f"{r['compile_s']:9.1f}"
+          + (f" {100 * r['gflops'] / (1e3 * args.peak_tflops * jax.device_count()):5.1f}%"
+             if args.peak_tflops else "")
+          + f"  load={os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

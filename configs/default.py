@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.seq_len = 75  # Frames per training sequence (a random window of each clip).
   config.data.shuffle_buffer = 256  # Examples held by the shuffle buffer, per process.
   config.data.prefetch = 2  # Batches prefetched by tf.data, per process.
+  # Global batches kept transferred to the devices ahead of the train step (1: none ahead).
+  config.data.device_prefetch = 2
   # Build missing shards (and a missing synthetic corpus) before training (data_prep.prepare).
   config.data.prepare = False
 

@@ -34,7 +34,11 @@ def get_config(variant: str = ""):
   config.data.heldout_per_speaker = 8
   config.data.num_workers = 2  # Processes for corpus generation and the shard build.
   config.data.clips_per_shard = 32
-  config.data.seq_len = 8
+  # Training windows of 16 frames (0.64 s) hold whole blinks (6-10 frames). Measured at 800
+  # steps with the same frames per step: 8-frame windows (batch 8) learned no blinks (no
+  # sample closed its eyes; diversity eyes 0.0022 < mouth 0.0041), 16-frame windows (batch 4)
+  # did (every sample blinks, at its own times; eyes 0.0090 > mouth 0.0051).
+  config.data.seq_len = 16
   config.data.shuffle_buffer = 128
 
   config.model.resolution = 64
@@ -55,10 +59,10 @@ def get_config(variant: str = ""):
   config.optim.name = "adam"
   config.optim.learning_rate = 1e-3
 
-  config.train.batch_size = 8
-  config.train.num_steps = 400
+  config.train.batch_size = 4
+  config.train.num_steps = 800
   config.train.log_every = 50
-  config.train.checkpoint_every = 200
+  config.train.checkpoint_every = 400
 
   config.eval.every = 0
   config.eval.num_batches = 1

@@ -46,7 +46,8 @@ DEFAULT_GRID_HELDOUT = ("s1", "s2", "s20", "s22")
 WORK_DIR = "_work"
 MANIFEST = "manifest.json"
 CLIPS_LOG = "clips.jsonl"
-PIPELINE_VERSION = "1"  # bump when a change alters the examples produced
+# Bump when a change alters the examples produced (2: nose-only alignment).
+PIPELINE_VERSION = "2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,7 @@ class BuildConfig:
     smooth_sigma: temporal smoothing (frames) of the alignment track.
     track_min_correlation: tracked frames whose face patch correlates less than this with the
       nearest detection are re-detected.
+    align_on: the landmarks the crop is aligned on: 'nose' or 'nose_eyes' (``AlignConfig``).
     min_frames: clips shorter than this (after resampling to 25 fps) are skipped.
   """
   dataset: str
@@ -88,6 +90,7 @@ class BuildConfig:
   max_gap: int = 5
   smooth_sigma: float = 1.0
   track_min_correlation: float = 0.5
+  align_on: str = "nose"
   min_frames: int = 8
 
   def align_config(self):
@@ -96,7 +99,7 @@ class BuildConfig:
         resolution=self.resolution, detect_every=self.detect_every,
         detect_max_side=self.detect_max_side, detect_upsample=self.detect_upsample,
         max_gap=self.max_gap, smooth_sigma=self.smooth_sigma,
-        track_min_correlation=self.track_min_correlation)
+        track_min_correlation=self.track_min_correlation, align_on=self.align_on)
 
   def clip_parameters(self) -> dict:
     """The parameters that change a clip's example (the key of the per-clip cache)."""
@@ -104,7 +107,7 @@ class BuildConfig:
             "resolution": self.resolution, "detect_every": self.detect_every,
             "detect_max_side": self.detect_max_side, "detect_upsample": self.detect_upsample,
             "max_gap": self.max_gap, "smooth_sigma": self.smooth_sigma,
-            "track_min_correlation": self.track_min_correlation,
+            "track_min_correlation": self.track_min_correlation, "align_on": self.align_on,
             "min_frames": self.min_frames, "fps": schema.FPS,
             "sample_rate": schema.SAMPLE_RATE, "mfcc_pad_samples": audio_lib.PAD_SAMPLES}
 
@@ -620,6 +623,9 @@ def _parser() -> argparse.ArgumentParser:
                  help="temporal smoothing of the alignment track (frames)")
   p.add_argument("--track_min_correlation", type=float, default=0.5,
                  help="re-detect tracked frames whose face patch correlates less than this")
+  p.add_argument("--align_on", default="nose", choices=("nose", "nose_eyes"),
+                 help="landmarks the crops are aligned on; nose_eyes is REFERENCE.md's "
+                      "choice, which lets blinks move the crop (README, design choices)")
   p.add_argument("--min_frames", type=int, default=8)
   p.add_argument("--no_progress", action="store_true")
   return p
@@ -638,7 +644,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
       heldout_per_speaker=args.heldout_per_speaker, detect_every=args.detect_every,
       detect_max_side=args.detect_max_side, detect_upsample=args.detect_upsample,
       max_gap=args.max_gap, smooth_sigma=args.smooth_sigma,
-      track_min_correlation=args.track_min_correlation, min_frames=args.min_frames)
+      track_min_correlation=args.track_min_correlation, align_on=args.align_on,
+      min_frames=args.min_frames)
   print(format_summary(summary))
   return summary
 

@@ -11,7 +11,8 @@ Per clip (``FaceAligner.align``):
    detector), and the fast 68-point predictor (~2 ms) runs on every frame with a box. Runs of at most ``max_gap``
    frames with no face get landmarks interpolated over time; longer runs, or no face at all,
    reject the clip (:class:`NoFaceError` with the reason).
-3. The stable points (nose and eyes, 27-47) are smoothed over time with a Gaussian filter so
+3. The stable points (``template.ALIGN_POINTS[align_on]``: the nose, or nose and eyes) are
+   smoothed over time with a Gaussian filter so
    the crop does not jitter, and a least-squares similarity transform maps them onto the
    template (:mod:`data_prep.template`) at the crop resolution.
 4. Each frame is warped (bilinear) into the ``resolution`` x ``resolution`` crop, and the
@@ -51,6 +52,9 @@ class AlignConfig:
     smooth_sigma: std (frames) of the temporal Gaussian on the stable points; 0 disables.
     track_min_correlation: a frame between detections whose tracked face patch correlates
       less than this with the nearest detected one is checked by the detector.
+    align_on: 'nose' (points 27-35) or 'nose_eyes' (27-47, REFERENCE.md's choice, which
+      lets blinks move the crop): the points the similarity is fitted to
+      (``template.ALIGN_POINTS``).
   """
   resolution: int = 128
   detect_every: int = 5
@@ -59,6 +63,12 @@ class AlignConfig:
   max_gap: int = 5
   smooth_sigma: float = 1.0
   track_min_correlation: float = 0.5
+  align_on: str = "nose"
+
+  def __post_init__(self):
+    if self.align_on not in template.ALIGN_POINTS:
+      raise ValueError(f"align_on={self.align_on!r}; expected one of "
+                       f"{sorted(template.ALIGN_POINTS)}")
 
 
 @dataclasses.dataclass
@@ -284,11 +294,12 @@ class FaceAligner:
       flat = landmarks.reshape(num_frames, -1)
       for c in range(flat.shape[1]):
         flat[miss, c] = np.interp(times[miss], good, flat[good, c])
-    stable = landmarks[:, template.STABLE_POINTS].astype(np.float64)
+    points = template.ALIGN_POINTS[self.config.align_on]
+    stable = landmarks[:, points].astype(np.float64)
     if self.config.smooth_sigma > 0 and num_frames > 1:
       stable = scipy.ndimage.gaussian_filter1d(stable, self.config.smooth_sigma, axis=0,
                                                mode="nearest")
-    a, b = similarity(stable, self.template[template.STABLE_POINTS])
+    a, b = similarity(stable, self.template[points])
     size = self.config.resolution
     crops = np.stack([warp(frames[t], a[t], b[t], size) for t in range(num_frames)])
     aligned = apply_similarity(landmarks, a, b)

@@ -13,9 +13,9 @@ Otherwise it
 Both steps skip the work already done, so an interrupted preparation is simply started again.
 Build options are read from ``config.data`` when present (defaults in parentheses):
 ``grid_split`` ('speakers'), ``heldout_per_speaker`` (0), ``heldout_speakers`` (the build's
-default), ``clips_per_shard`` (64), ``num_workers`` (CPU count - 1). The build names its
-splits 'train' and 'test' ('train', 'val', 'test' for LRW); ``config.data.train_split`` and
-``eval_split`` must be among them. Runs with several processes (``config.distributed``) must
+default), ``clips_per_shard`` (64), ``num_workers`` (CPU count - 1), ``align_on`` ('nose').
+The build names its splits 'train' and 'test' ('train', 'val', 'test' for LRW);
+``config.data.train_split`` and ``eval_split`` must be among them. Runs with several processes (``config.distributed``) must
 find the shards built. Imports no JAX.
 """
 
@@ -49,13 +49,16 @@ def build_options(config: ml_collections.ConfigDict) -> dict:
       clips_per_shard=int(_option(config, "clips_per_shard", 64)),
       split_rule=_option(config, "grid_split", "speakers"),
       heldout_speakers=None if heldout is None else tuple(heldout),
-      heldout_per_speaker=int(_option(config, "heldout_per_speaker", 0)))
+      heldout_per_speaker=int(_option(config, "heldout_per_speaker", 0)),
+      align_on=_option(config, "align_on", "nose"))
 
 
 def _mismatches(manifest: dict, options: dict) -> dict[str, tuple]:
   """Build parameters that differ between an existing manifest and ``options``."""
   params = dict(manifest.get("parameters", {}), dataset=manifest.get("dataset"))
   differ = {}
+  if params.get("pipeline_version") != build_lib.PIPELINE_VERSION:
+    differ["pipeline_version"] = (params.get("pipeline_version"), build_lib.PIPELINE_VERSION)
   for key, wanted in options.items():
     if key in ("num_workers", "out_dir"):  # Do not change the output.
       continue

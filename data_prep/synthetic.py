@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 from scipy import signal
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1: longer blinks, 0.3-0.6 Hz.
 FPS = 25
 NUM_FRAMES = 75
 CLIP_SECONDS = NUM_FRAMES / FPS  # 3.0
@@ -313,7 +313,8 @@ def blink_curve(rng: np.random.Generator, num_frames: int = NUM_FRAMES, fps: flo
                 rate_hz: float = 0.35, min_gap_s: float = 0.6) -> np.ndarray:
   """Eye opening per frame: 1 open, 0 closed, with blinks at Poisson-random times.
 
-  Each blink lasts 4-6 frames: closing over ~35% of it, fully closed for ~20%, reopening
+  Each blink lasts 6-10 frames (240-400 ms, the long end of real blinks, so that a 64x64
+  crop shows it for several frames): closing over 30% of it, fully closed for 30%, reopening
   over the rest (opening is slower than closing, as in real blinks).
 
   Returns:
@@ -327,10 +328,10 @@ def blink_curve(rng: np.random.Generator, num_frames: int = NUM_FRAMES, fps: flo
     when += max(rng.exponential(1.0 / rate_hz), min_gap_s)
     if when >= num_frames / fps:
       break
-    dur = rng.uniform(4.0, 6.0) / fps
+    dur = rng.uniform(6.0, 10.0) / fps
     u = (t - when) / dur
-    close = np.where(u < 0.35, 0.5 - 0.5 * np.cos(np.pi * np.clip(u / 0.35, 0, 1)), 1.0)
-    reopen = np.where(u > 0.55, 0.5 + 0.5 * np.cos(np.pi * np.clip((u - 0.55) / 0.45, 0, 1)),
+    close = np.where(u < 0.3, 0.5 - 0.5 * np.cos(np.pi * np.clip(u / 0.3, 0, 1)), 1.0)
+    reopen = np.where(u > 0.6, 0.5 + 0.5 * np.cos(np.pi * np.clip((u - 0.6) / 0.4, 0, 1)),
                       1.0)
     depth = np.where((u >= 0) & (u <= 1), close * reopen, 0.0)
     eye = np.minimum(eye, 1.0 - depth).astype(np.float32)
@@ -711,7 +712,7 @@ def speaker_params(seed: int, speaker: int) -> dict:
       sway_px=round(float(rng.uniform(1.0, 3.0)), 3),
       sway_deg=round(float(rng.uniform(0.5, 2.5)), 3),
       sway_smooth_frames=round(float(rng.uniform(6.0, 12.0)), 3),
-      blink_rate_hz=round(float(rng.uniform(0.25, 0.5)), 3))
+      blink_rate_hz=round(float(rng.uniform(0.3, 0.6)), 3))
 
 
 def _plan(seed: int, num_speakers: int, clips_per_speaker: int) -> list[dict]:

@@ -11,7 +11,8 @@ Runs after training and evaluation when ``config.sample.after_training`` is set
   mouth: Pearson r over time between the mouth opening measured on each generated video
   (Dlib on the aligned crop, as the evaluation measures it) and the generator's
   ``mouth_open`` curve, next to the same r for the ground-truth frames (the measure's
-  ceiling at this resolution).
+  ceiling at this resolution); and blinks: the frames where each video's measured eye
+  opening shows closed eyes, next to the generator's ``eye_open`` curve.
 
 and prints a summary.
 """
@@ -31,23 +32,32 @@ from talkface_jax.models import talkface
 METRICS_FILE = "metrics.json"
 
 
-def truth_curve(config: ml_collections.ConfigDict, clip_id: str) -> np.ndarray:
-  """The synthetic generator's mouth-opening curve [T] of ``clip_id`` ('sN/name')."""
+def truth_curves(config: ml_collections.ConfigDict, clip_id: str) -> dict[str, np.ndarray]:
+  """The synthetic generator's 'mouth_open' and 'eye_open' curves [T] of ``clip_id``."""
   path = os.path.join(config.data.raw_dir, "ground_truth", f"{clip_id}.npz")
   with np.load(path) as truth:
-    return np.asarray(truth["mouth_open"], np.float32)
+    return {k: np.asarray(truth[k], np.float32) for k in ("mouth_open", "eye_open")}
 
 
-def measured_opening(frames: np.ndarray) -> np.ndarray:
-  """Mouth opening [T] of aligned uint8 crops [T, S, S, 3], as the evaluation measures it."""
+def measured_openings(frames: np.ndarray) -> dict[str, np.ndarray]:
+  """Mouth and eye openings [T] of aligned uint8 crops [T, S, S, 3], measured as the
+  evaluation measures them (one Dlib fit per frame)."""
   from data_prep import face  # pylint: disable=g-import-not-at-top  (Dlib)
   from talkface_jax import evaluation  # pylint: disable=g-import-not-at-top
-  return evaluation.mouth_opening(face.landmarks_on_aligned(frames), frames.shape[1])
+  landmarks = face.landmarks_on_aligned(frames)
+  return {"mouth_open": evaluation.mouth_opening(landmarks, frames.shape[1]),
+          "eye_open": evaluation.eye_opening(landmarks)}
 
 
-def synthetic_lip_sync(config: ml_collections.ConfigDict, clips: list[dict],
-                       videos) -> dict:
-  """Pearson r between measured mouth openings and the synthetic truth, frame 0 excluded.
+def synthetic_checks(config: ml_collections.ConfigDict, clips: list[dict],
+                     videos) -> dict[str, dict]:
+  """Lip sync and blinks of generated videos against the synthetic truth (frame 0 excluded).
+
+  Lip sync: Pearson r over time between the mouth opening measured on a video and the
+  generator's ``mouth_open`` curve. Blinks: a frame has its eyes closed when the measured eye
+  opening is under half of the clip's open level (the median opening of its ground-truth
+  frames). Both measures are first applied to the ground-truth frames, where they must
+  recover the curves that drove the face.
 
   Args:
     config: the run's config (``data.raw_dir`` holds ``ground_truth/``).
@@ -55,23 +65,53 @@ def synthetic_lip_sync(config: ml_collections.ConfigDict, clips: list[dict],
     videos: per clip, uint8 [K, T, S, S, 3] generated videos.
 
   Returns:
-    'per_clip' (clip id -> {'truth_frames_r', 'sample_r' [K]}), 'truth_frames_r' (mean over
-    clips: how well the measure recovers the curve on real frames), 'sample_r_mean' (over
-    clips and samples), 'sample_r_min' (the worst sample).
+    'lip_sync': 'per_clip' (clip id -> {'truth_frames_r', 'sample_r' [K]}), 'truth_frames_r'
+      (mean over clips: the measure's ceiling at this resolution), 'sample_r_mean' (over
+      clips and samples), 'sample_r_min' (the worst sample).
+    'blinks': 'per_clip' (clip id -> {'truth_closed_frames' (eye_open < 0.5 in the curve),
+      'measured_truth_closed_frames', 'truth_frames_r' (measured opening vs the curve; None
+      without a blink), 'sample_closed_frames' [K lists]}), 'truth_frames_r' (mean over
+      clips with a blink), 'samples_with_blink' (fraction of all samples with a closed
+      frame), 'truth_clips_with_blink' (the same fraction for the ground truth),
+      'closed_fraction_samples' and 'closed_fraction_truth' (fraction of frames measured
+      with closed eyes: do the samples blink as often as the data?).
   """
-  per_clip = {}
+  sync, blinks = {}, {}
   for clip, samples in zip(clips, videos):
-    curve = truth_curve(config, clip["clip_id"])[1:len(clip["frames"])]
-    truth_r = float(metrics.pearson_r(measured_opening(clip["frames"][1:]), curve))
-    sample_r = [float(metrics.pearson_r(measured_opening(s[1:]), curve)) for s in samples]
-    per_clip[clip["clip_id"]] = {"truth_frames_r": truth_r, "sample_r": sample_r}
-  sample_r = np.array([r for c in per_clip.values() for r in c["sample_r"]])
+    num_frames = len(clip["frames"])
+    curves = {k: v[1:num_frames] for k, v in truth_curves(config, clip["clip_id"]).items()}
+    truth = measured_openings(clip["frames"][1:])
+    measured = [measured_openings(s[1:]) for s in samples]
+    sync[clip["clip_id"]] = {
+        "truth_frames_r": float(metrics.pearson_r(truth["mouth_open"], curves["mouth_open"])),
+        "sample_r": [float(metrics.pearson_r(m["mouth_open"], curves["mouth_open"]))
+                     for m in measured]}
+    closed_level = 0.5 * float(np.median(truth["eye_open"]))
+    closed = lambda opening: (np.flatnonzero(opening < closed_level) + 1).tolist()
+    blinks[clip["clip_id"]] = {
+        "truth_closed_frames": (np.flatnonzero(curves["eye_open"] < 0.5) + 1).tolist(),
+        "measured_truth_closed_frames": closed(truth["eye_open"]),
+        "truth_frames_r": float(metrics.pearson_r(truth["eye_open"], curves["eye_open"])),
+        "sample_closed_frames": [closed(m["eye_open"]) for m in measured]}
+  sample_r = np.array([r for c in sync.values() for r in c["sample_r"]])
   sample_r = sample_r[np.isfinite(sample_r)]
-  truth_r = np.array([c["truth_frames_r"] for c in per_clip.values()])
-  return {"per_clip": per_clip,
-          "truth_frames_r": _mean(truth_r[np.isfinite(truth_r)]),
-          "sample_r_mean": _mean(sample_r),
-          "sample_r_min": float(sample_r.min()) if sample_r.size else None}
+  truth_r = np.array([c["truth_frames_r"] for c in sync.values()])
+  eye_r = np.array([c["truth_frames_r"] for c in blinks.values()])
+  with_blink = [bool(f) for c in blinks.values() for f in c["sample_closed_frames"]]
+  scored = sum(len(c["frames"]) - 1 for c in clips)
+  scored_samples = sum((len(c["frames"]) - 1) * len(v) for c, v in zip(clips, videos))
+  closed_samples = sum(len(f) for c in blinks.values() for f in c["sample_closed_frames"])
+  closed_truth = sum(len(c["measured_truth_closed_frames"]) for c in blinks.values())
+  return {
+      "lip_sync": {"per_clip": sync, "truth_frames_r": _mean(truth_r[np.isfinite(truth_r)]),
+                   "sample_r_mean": _mean(sample_r),
+                   "sample_r_min": float(sample_r.min()) if sample_r.size else None},
+      "blinks": {"per_clip": blinks, "truth_frames_r": _mean(eye_r[np.isfinite(eye_r)]),
+                 "samples_with_blink": _mean(np.array(with_blink, np.float32)),
+                 "truth_clips_with_blink": _mean(np.array(
+                     [bool(c["truth_closed_frames"]) for c in blinks.values()], np.float32)),
+                 "closed_fraction_samples": closed_samples / max(scored_samples, 1),
+                 "closed_fraction_truth": closed_truth / max(scored, 1)}}
 
 
 def write_outputs(config: ml_collections.ConfigDict, workdir: str, state: train.TrainState,
@@ -98,7 +138,9 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, state: train.
     # The same key as write_sample_files: these are the videos just written.
     videos = sampling.sample_clips(config, model, variables, clips,
                                    config.sample.num_samples, jax.random.key(config.sample.seed))
-    results["synthetic_lip_sync"] = synthetic_lip_sync(config, clips, videos)
+    checks = synthetic_checks(config, clips, videos)
+    results["synthetic_lip_sync"], results["synthetic_blinks"] = (checks["lip_sync"],
+                                                                  checks["blinks"])
   if jax.process_index() == 0:
     with open(os.path.join(workdir, METRICS_FILE) + ".tmp", "w") as f:
       json.dump(_plain(results), f, indent=2)
@@ -117,7 +159,11 @@ def format_summary(results: dict, workdir: str) -> str:
       lines.append(f"  {name:<10} mean of K {_fmt(ev[f'{name}_mean_of_k'])}   best of K "
                    f"{_fmt(ev[f'{name}_best_of_k'])}   deterministic "
                    f"{_fmt(ev.get(f'deterministic_{name}'))}")
-  for name in ("diversity", "diversity_eyes", "diversity_mouth"):
+  if "still_frame_ssim" in ev:
+    lines.append(f"  frame 0 held still: ssim {_fmt(ev['still_frame_ssim'])}, psnr "
+                 f"{_fmt(ev['still_frame_psnr'])}")
+  for name in ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
+               "agreement_eyes"):
     if name in ev:
       lines.append(f"  {name:<16} {_fmt(ev[name])}")
   sync = results.get("synthetic_lip_sync")
@@ -125,6 +171,13 @@ def format_summary(results: dict, workdir: str) -> str:
     lines.append(f"  lip sync r vs the synthetic curve: samples mean {_fmt(sync['sample_r_mean'])}"
                  f", worst {_fmt(sync['sample_r_min'])}; ground-truth frames "
                  f"{_fmt(sync['truth_frames_r'])}")
+  blinks = results.get("synthetic_blinks")
+  if blinks:
+    lines.append(f"  blinks: samples with a closed-eye frame {_fmt(blinks['samples_with_blink'])}"
+                 f" (ground-truth clips {_fmt(blinks['truth_clips_with_blink'])}); frames "
+                 f"with closed eyes {_fmt(blinks['closed_fraction_samples'])} (ground truth "
+                 f"{_fmt(blinks['closed_fraction_truth'])}); eye measure r vs the synthetic "
+                 f"curve on ground-truth frames {_fmt(blinks['truth_frames_r'])}")
   lines.append(f"  {len(results['samples'])} sample files under "
                f"{os.path.join(workdir, 'samples')}; figures in "
                f"{os.path.join(workdir, METRICS_FILE)}")

@@ -13,7 +13,10 @@ Per clip and sample (``metrics`` owns the formulas):
   that of the ground-truth frames (both measured the same way, as
   ``data_prep.face.mouth_opening`` does);
 * diversity between the K samples: mean pairwise absolute difference per pixel, over the
-  whole frame and in the eye and mouth regions of the template (``region_boxes``).
+  whole frame and in the eye and mouth regions of the template (``region_boxes``);
+* agreement between the K samples: mean pairwise Pearson r over time of their mouth
+  openings and of their eye openings (Dlib eye aspect ratio). Lips follow the audio, so
+  the samples' mouths should agree (r near 1) while their blinks need not (r near 0).
 
 Stochastic scores are reported as mean-of-K and best-of-K (each metric ranks the samples by
 itself, as SVG does for SSIM). Results go to ``WORKDIR/eval_<step>.json``, to TensorBoard
@@ -38,9 +41,14 @@ from talkface_jax.models import talkface
 _UPPER_INNER_LIP = (61, 62, 63)
 _LOWER_INNER_LIP = (67, 66, 65)
 _MOUTH = slice(48, 68)
+# Dlib's six points of each eye: corners (0, 3), upper lid (1, 2), lower lid (5, 4).
+_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
 
 # Reported metrics: (name, higher is better).
 _RANKED_METRICS = (("ssim", True), ("psnr", True), ("lmd", False))
+# Figures comparing the K samples of a clip with each other (K >= 2).
+_BETWEEN_SAMPLES = ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
+                    "agreement_eyes")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -81,6 +89,21 @@ def mouth_opening(landmarks: np.ndarray, resolution: int) -> np.ndarray:
   return (gap.mean(-1) / template.inter_ocular(resolution)).astype(np.float32)
 
 
+def eye_opening(landmarks: np.ndarray) -> np.ndarray:
+  """Eye aspect ratio of Dlib 68-point landmarks [N, 68, 2], both eyes averaged: float32 [N].
+
+  (|p1 - p5| + |p2 - p4|) / (2 |p0 - p3|) per eye (Soukupova and Cech 2016): about 0.35 for
+  an open eye of the synthetic face at 64x64, under 0.15 when it is closed.
+  """
+  ratios = []
+  for eye in _EYES:
+    p = landmarks[:, eye]
+    lids = (np.linalg.norm(p[:, 1] - p[:, 5], axis=-1) +
+            np.linalg.norm(p[:, 2] - p[:, 4], axis=-1))
+    ratios.append(lids / (2.0 * np.linalg.norm(p[:, 0] - p[:, 3], axis=-1)))
+  return np.mean(ratios, axis=0).astype(np.float32)
+
+
 @jax.jit
 def _diversity(frames: jax.Array, masks: jax.Array) -> jax.Array:
   """Pairwise diversity of frames [K, T, H, W, 3] for each mask of [M, H, W]: [M]."""
@@ -107,11 +130,12 @@ def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
     samples: uint8 [K, T, S, S, 3].
     clip: the clip ({'frames' uint8 [T, S, S, 3], 'mouth_landmarks' [T, 20, 2], ...}).
     truth_opening: [T-1] mouth opening of the ground-truth frames 1..T-1.
-    masks: ``region_masks`` for diversity, or None to skip it (K = 1).
+    masks: ``region_masks`` for diversity, or None to skip it and the agreement (K = 1).
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r': [K]} (r is nan for a constant opening) and, with
-    masks, a scalar per diversity region.
+    masks, a scalar per diversity region and 'agreement_mouth', 'agreement_eyes' (nan when
+    no pair of curves has a defined r).
   """
   from data_prep import face  # pylint: disable=g-import-not-at-top
   num_samples, num_frames, size = samples.shape[:3]
@@ -127,6 +151,9 @@ def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
     names, region_weights = masks
     values = _diversity(np.asarray(samples[:, 1:], np.float32) / 255.0, region_weights)
     scores.update(zip(names, np.asarray(values).tolist()))
+    eyes = eye_opening(fitted.reshape(-1, 68, 2)).reshape(num_samples, -1)
+    scores["agreement_mouth"] = metrics.mean_pairwise_r(opening)
+    scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
   return scores
 
 
@@ -145,7 +172,9 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
   Returns:
     Scalars: '<metric>_mean_of_k', '<metric>_best_of_k' for ssim, psnr, lmd, lipsync_r;
     'lipsync_r_defined' (fraction of videos whose r is defined); 'diversity',
-    'diversity_eyes', 'diversity_mouth' (nan when K = 1); 'deterministic_<metric>'.
+    'diversity_eyes', 'diversity_mouth', 'agreement_mouth', 'agreement_eyes' (nan when
+    K = 1; the agreements average the clips where they are defined);
+    'deterministic_<metric>'.
   """
   results = {}
   for name, higher in _RANKED_METRICS:
@@ -159,8 +188,8 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
   best_r = [np.max(col[np.isfinite(col)]) for col in r.T if np.isfinite(col).any()]
   results["lipsync_r_best_of_k"] = float(np.mean(best_r)) if best_r else math.nan
   results["lipsync_r_defined"] = float(np.mean(defined))
-  for name in ("diversity", "diversity_eyes", "diversity_mouth"):
-    values = [clip[name] for clip in stochastic if name in clip]
+  for name in _BETWEEN_SAMPLES:
+    values = [clip[name] for clip in stochastic if np.isfinite(clip.get(name, math.nan))]
     results[name] = float(np.mean(values)) if values else math.nan
   for name in ("ssim", "psnr", "lmd", "lipsync_r"):
     values = np.concatenate([clip[name] for clip in deterministic])
@@ -179,8 +208,11 @@ def format_table(results: dict) -> str:
   for name in ("ssim", "psnr", "lmd", "lipsync_r"):
     lines.append(f"{name:<12}{fmt(results[f'{name}_mean_of_k'])}"
                  f"{fmt(results[f'{name}_best_of_k'])}{fmt(results[f'deterministic_{name}'])}")
-  for name in ("diversity", "diversity_eyes", "diversity_mouth"):
+  for name in _BETWEEN_SAMPLES:
     lines.append(f"{name:<24}{fmt(results[name])}")
+  if "still_frame_ssim" in results:
+    lines.append(f"frame 0 held still (a model that moves nothing): ssim "
+                 f"{results['still_frame_ssim']:.4f}, psnr {results['still_frame_psnr']:.4f}")
   return "\n".join(lines)
 
 
@@ -194,8 +226,10 @@ def evaluate_variables(config: ml_collections.ConfigDict, model: talkface.TalkFa
   """Generates and scores ``clips`` with ``variables``; see the module docstring.
 
   Returns:
-    ``summarize``'s figures plus 'num_clips', 'num_samples', 'frames_scored', 'clip_ids',
-    'skipped' (clip id -> reason for clips under 3 frames, which have no lip-sync r).
+    ``summarize``'s figures plus 'still_frame_ssim' and 'still_frame_psnr' (frame 0 repeated:
+    the score of a model that moves nothing), 'num_clips', 'num_samples', 'frames_scored',
+    'clip_ids', 'skipped' (clip id -> reason for clips under 3 frames, which have no lip-sync
+    r).
   """
   from data_prep import face  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
@@ -204,7 +238,7 @@ def evaluate_variables(config: ml_collections.ConfigDict, model: talkface.TalkFa
   deterministic_fn = sampling.make_generator(config, model, 1, deterministic=True)
   masks = region_masks(config.model.resolution) if num_samples > 1 else None
   key = jax.random.key(config.eval.seed)
-  stochastic, deterministic, clip_ids, skipped, frames_scored = [], [], [], {}, 0
+  stochastic, deterministic, still, clip_ids, skipped, frames_scored = [], [], [], [], {}, 0
   for i, clip in enumerate(tqdm.tqdm(clips, desc="eval clips", unit="clip",
                                      disable=jax.process_index() > 0)):
     if len(clip["frames"]) < 3:
@@ -217,13 +251,18 @@ def evaluate_variables(config: ml_collections.ConfigDict, model: talkface.TalkFa
     stochastic.append(score_clip(samples, clip, truth_opening, masks))
     baseline = deterministic_fn(variables, frame0, mfcc, key)[0]
     deterministic.append(score_clip(baseline, clip, truth_opening, None))
+    held = np.repeat(frame0[None], len(clip["frames"]), axis=1)
+    still.append(frame_scores(held, clip["frames"]))
     clip_ids.append(clip["clip_id"])
     frames_scored += len(clip["frames"]) - 1
   if not stochastic:
     raise ValueError(f"no clip of >= 3 frames to evaluate (skipped: {skipped})")
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)
-  return {**summarize(stochastic, deterministic), "num_clips": len(stochastic),
+  # The trivial baseline: the identity frame held for the whole clip.
+  still_scores = {f"still_frame_{name}": float(np.mean(np.concatenate([c[name] for c in still])))
+                  for name in ("ssim", "psnr")}
+  return {**summarize(stochastic, deterministic), **still_scores, "num_clips": len(stochastic),
           "num_samples": num_samples, "frames_scored": frames_scored, "clip_ids": clip_ids,
           "skipped": skipped}
 

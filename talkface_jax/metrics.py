@@ -15,6 +15,7 @@ All functions are pure. The image metrics take arrays of shape [..., H, W, C]
 and return one value per image, shape [...].
 """
 
+import math
 from typing import Optional, Tuple, Union
 
 import jax
@@ -249,6 +250,24 @@ def pearson_r(x: ArrayLike, y: ArrayLike) -> ArrayLike:
     with np.errstate(invalid='ignore', divide='ignore'):
       return numerator / denominator
   return numerator / denominator
+
+
+def mean_pairwise_r(series: ArrayLike) -> float:
+  """Mean Pearson r over time between every pair of K series [K, T] (numpy).
+
+  How much K samples of one input agree about a measured curve (e.g. their mouth
+  openings); pairs with a constant series have no defined r and are left out.
+
+  Returns:
+    The mean over defined pairs i < j, or nan if none is defined (or K < 2).
+  """
+  series = np.asarray(series, np.float64)
+  if series.ndim != 2:
+    raise ValueError(f'mean_pairwise_r: expected [K, T], got {series.shape}.')
+  i, j = np.triu_indices(series.shape[0], 1)
+  r = np.asarray(pearson_r(series[i], series[j]))
+  r = r[np.isfinite(r)]
+  return float(r.mean()) if r.size else math.nan
 
 
 def best_and_mean_of_k(

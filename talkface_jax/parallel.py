@@ -6,12 +6,16 @@ the global array without any cross-host copy. The same code runs on one CPU, sev
 a multi-host TPU pod.
 """
 
+import collections
+from typing import Iterator, TypeVar
+
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+_Position = TypeVar("_Position")
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -51,3 +55,28 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   """Global arrays from each process's local slice (leading axis = batch)."""
   sharding = data_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def prefetch_to_device(batches: Iterator[tuple[dict[str, np.ndarray], _Position]], mesh: Mesh,
+                       size: int) -> Iterator[tuple[dict[str, jax.Array], _Position]]:
+  """Keeps ``size`` global batches transferred to the devices ahead of the consumer.
+
+  ``batches`` yields (local batch, position) pairs; the positions pass through unchanged, so
+  the one saved with a checkpoint still names the batch that the saved step consumed. The
+  transfers are asynchronous, so with ``size`` >= 2 the next batch is on its devices while
+  the current step runs; ``size`` 1 transfers each batch when it is asked for.
+  """
+  queue = collections.deque()
+
+  def enqueue(count: int) -> None:
+    for _ in range(count):
+      try:
+        local, position = next(batches)
+      except StopIteration:
+        return
+      queue.append((global_batch(local, mesh), position))
+
+  enqueue(max(size, 1))
+  while queue:
+    yield queue.popleft()
+    enqueue(1)

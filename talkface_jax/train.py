@@ -205,7 +205,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   train_fn = jit_train_step(config, model, tx, mesh, state_sharding)
   eval_fn = jit_eval_step(config, model, mesh, state_sharding)
-  batches = pipeline.train_batches(position)
+  batches = parallel.prefetch_to_device(pipeline.train_batches(position), mesh,
+                                        config.data.device_prefetch)
   num_steps = config.train.num_steps
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   pending = []
@@ -226,9 +227,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   first = first_step + 1
   for step in range(first_step + 1, num_steps + 1):
-    local, position = next(batches)
+    batch, position = next(batches)
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = train_fn(state, parallel.global_batch(local, mesh))
+      state, metrics = train_fn(state, batch)
     if not pending:
       first = step
     pending.append(metrics)

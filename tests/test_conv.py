@@ -249,3 +249,14 @@ def test_auto_method_choice():
   assert choose('auto', 9, 128, 81920) == 'shifted_matmuls'
   assert choose('auto', 1, 3, 81920) == 'shifted_matmuls'    # 1x1: one matmul
   assert choose('im2col', 9, 128, 81920) == 'im2col'
+
+
+@pytest.mark.parametrize('size, matmul_wgrad', [(32, True), (64, True), (16, False), (8, False)])
+def test_models_use_the_matmul_weight_gradient_on_large_maps_only(size, matmul_wgrad):
+  from talkface_jax.models import layers  # pylint: disable=g-import-not-at-top
+  conv_fn = layers.conv_function('auto')
+  x, w = jnp.zeros((2, size, size, 4)), jnp.zeros((3, 3, 4, 8))
+  jaxpr = str(jax.make_jaxpr(
+      lambda x, w: conv_fn(x, w, (1, 1), 'SAME', dimension_numbers=FLAX_DNUMS))(x, w))
+  assert ('custom_vjp_call' in jaxpr) == matmul_wgrad, jaxpr
+  assert layers.conv_function('xla') is lax.conv_general_dilated

@@ -60,6 +60,7 @@ def test_score_clip_on_the_truth_and_on_a_mouth_only_change(aligned_clip):
   np.testing.assert_allclose(perfect["ssim"], 1.0, atol=1e-6)
   assert perfect["lmd"].max() < 1.5  # Refit on the crops vs. the alignment's own fit.
   assert perfect["diversity"] == perfect["diversity_eyes"] == perfect["diversity_mouth"] == 0
+  assert perfect["agreement_mouth"] == pytest.approx(1.0)  # Identical samples agree fully.
   (y0, y1, x0, x1) = face.region_boxes(64)["mouth"]
   changed = frames.copy()
   changed[1:, y0:y1, x0:x1] = 255 - changed[1:, y0:y1, x0:x1]
@@ -93,8 +94,9 @@ _FIELDS = {
     "step", "split", "seed", "num_clips", "num_samples", "frames_scored", "clip_ids", "skipped",
     "ssim_mean_of_k", "ssim_best_of_k", "psnr_mean_of_k", "psnr_best_of_k", "lmd_mean_of_k",
     "lmd_best_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k", "lipsync_r_defined",
-    "diversity", "diversity_eyes", "diversity_mouth", "deterministic_ssim",
-    "deterministic_psnr", "deterministic_lmd", "deterministic_lipsync_r"}
+    "diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth", "agreement_eyes",
+    "deterministic_ssim", "deterministic_psnr", "deterministic_lmd", "deterministic_lipsync_r",
+    "still_frame_ssim", "still_frame_psnr"}
 
 
 @pytest.mark.slow
@@ -120,9 +122,21 @@ def test_eval_of_a_trained_checkpoint_writes_every_field(tmp_path, capsys):
   assert 0 < results["ssim_mean_of_k"] <= results["ssim_best_of_k"] <= 1
   assert results["lmd_best_of_k"] <= results["lmd_mean_of_k"]
   assert results["diversity"] >= 0
+  assert 0 < results["still_frame_ssim"] <= 1 and math.isfinite(results["still_frame_psnr"])
   assert "mean of K" in capsys.readouterr().out
   assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
   # The clips are a seeded random choice: the same seed gives the same clips.
   again = evaluation.evaluate(config, workdir)
   assert again["clip_ids"] == results["clip_ids"]
   assert again["ssim_mean_of_k"] == pytest.approx(results["ssim_mean_of_k"])
+
+
+def test_eye_opening_is_the_eye_aspect_ratio():
+  landmarks = np.zeros((2, 68, 2), np.float32)
+  # Corners 4 apart; lids 2 apart (first frame) or touching (second), both eyes alike.
+  eye = np.array([[0, 0], [1, -1], [3, -1], [4, 0], [3, 1], [1, 1]], np.float32)
+  for start in (36, 42):
+    landmarks[:, start:start + 6] = eye
+  landmarks[1, [37, 38, 43, 44], 1] = 0.0
+  landmarks[1, [40, 41, 46, 47], 1] = 0.0
+  np.testing.assert_allclose(evaluation.eye_opening(landmarks), [0.5, 0.0], atol=1e-7)

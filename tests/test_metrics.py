@@ -211,3 +211,13 @@ def test_best_of_k_can_rank_by_another_metric():
   # SSIM picks sample 0 for clip 0 and sample 1 for clip 1.
   np.testing.assert_allclose(best, (20.0 + 25.0) / 2, rtol=1e-6)
   np.testing.assert_allclose(mean, psnr_scores.mean(), rtol=1e-6)
+
+
+def test_mean_pairwise_r():
+  rising = np.array([1.0, 2.0, 3.0, 5.0])
+  series = np.stack([rising, 2 * rising + 1, -rising, np.full(4, 7.0)])
+  # Pairs: (0, 1) r = 1, (0, 2) and (1, 2) r = -1; the constant series has no r.
+  assert metrics.mean_pairwise_r(series) == pytest.approx(-1 / 3, rel=1e-12)
+  assert np.isnan(metrics.mean_pairwise_r(series[2:]))
+  with pytest.raises(ValueError, match='expected \\[K, T\\]'):
+    metrics.mean_pairwise_r(rising)

@@ -73,3 +73,23 @@ def test_training_loop_stops_loudly_on_non_finite_loss(tmp_path):
   ckpt = checkpointing.Checkpointer(str(tmp_path / "work"), config)
   assert ckpt.latest_step() is None or ckpt.latest_step() < 6
   ckpt.close()
+
+
+def test_prefetch_to_device_keeps_order_positions_and_one_batch_ahead():
+  mesh = parallel.make_mesh(grid.get_config("tiny"))
+  pulled = []
+
+  def source():
+    for i in range(4):
+      pulled.append(i)
+      yield {"x": np.full((2, 3), i, np.float32)}, f"position {i}"
+
+  batches = parallel.prefetch_to_device(source(), mesh, size=2)
+  batch, position = next(batches)
+  assert pulled == [0, 1]  # The next batch is already on its way to the devices.
+  assert position == "position 0" and isinstance(batch["x"], jax.Array)
+  assert batch["x"].sharding == parallel.data_sharded(mesh)
+  rest = list(batches)
+  assert [p for _, p in rest] == ["position 1", "position 2", "position 3"]
+  assert [float(b["x"][0, 0]) for b, _ in rest] == [1.0, 2.0, 3.0]
+  assert pulled == [0, 1, 2, 3]
