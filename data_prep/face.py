@@ -12,9 +12,9 @@ Per clip (``FaceAligner.align``):
    frames with no face get landmarks interpolated over time; longer runs, or no face at all,
    reject the clip (:class:`NoFaceError` with the reason).
 3. The stable points (``template.ALIGN_POINTS[align_on]``: the nose, or nose and eyes) are
-   smoothed over time with a Gaussian filter so
-   the crop does not jitter, and a least-squares similarity transform maps them onto the
-   template (:mod:`data_prep.template`) at the crop resolution.
+   smoothed over time with a Gaussian filter so the crop does not jitter, and a least-squares
+   similarity transform maps them onto the template (:mod:`data_prep.template`) at the crop
+   resolution.
 4. Each frame is warped (bilinear) into the ``resolution`` x ``resolution`` crop, and the
    per-frame landmarks are mapped through the same transform; points 48-67 are kept for LMD.
 

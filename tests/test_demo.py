@@ -86,9 +86,11 @@ def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
   assert sorted(blinks["per_clip"]) == sorted(sync["per_clip"])
   for clip in blinks["per_clip"].values():
     assert len(clip["sample_closed_frames"]) == config.sample.num_samples
-    # Blink frames are found where the generator closed the eyes (at most a frame apart).
-    found, truth = set(clip["measured_truth_closed_frames"]), clip["truth_closed_frames"]
-    assert all({t - 1, t, t + 1} & found for t in truth if 0 < t < 5), (found, truth)
+    # On the ground truth, closed eyes are measured only where the generator closed them
+    # (within a frame), and a blink of 3 or more frames is found.
+    found, truth = clip["measured_truth_closed_frames"], clip["truth_closed_frames"]
+    assert all(min(abs(f - t) for t in truth) <= 1 for f in found) if truth else not found
+    assert found or len(truth) < 3, (found, truth)
 
   # Samples: one mp4 with audio per sample at 25 fps, a side-by-side video, a contact sheet.
   files = [str(work / p) for p in metrics["samples"]]
