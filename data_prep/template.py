@@ -30,7 +30,7 @@ TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "mean_face.npy")
 # - 'nose' (27-35), the default: the same comparison gives 0.017, so a blink stays at the
 #   eyes. The face's scale in the crop then comes from the nose alone and follows each
 #   person's proportions (the synthetic face's eyes are 15% further apart than the
-#   template's at 128x128, 4% with 'nose_eyes'); crops stay sub-pixel stable under motion.
+#   template's at 128x128, 5% with 'nose_eyes'); crops stay sub-pixel stable under motion.
 ALIGN_POINTS = {"nose": np.arange(27, 36), "nose_eyes": np.arange(27, 48)}
 STABLE_POINTS = ALIGN_POINTS["nose"]
 MOUTH_POINTS = np.arange(48, 68)
