@@ -228,12 +228,7 @@ def _step_fn(config):
   tx = train.make_optimizer(config)
   state = train.create_train_state(config, model, tx, mesh)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config))
-  b, t, r = config.train.batch_size, config.data.seq_len, config.model.resolution
-  rng = np.random.default_rng(0)
-  batch = parallel.global_batch({
-      "frames": rng.integers(0, 256, (b, t, r, r, 3), dtype=np.uint8),
-      "mfcc": rng.normal(size=(b, t, 28, 12)).astype(np.float32)}, mesh)
-  return step, (state, batch)
+  return step, (state, train_bench.random_batch(config, mesh))
 
 
 if __name__ == "__main__":

@@ -49,8 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Compute dtype: float32, or bfloat16 on GPU/TPU.
   # Conv weight gradients: xla (native) | fast_wgrad (matmuls, ops/conv.py, every layer) |
   # auto (on CPU: matmuls on maps of 32x32 and larger, native elsewhere; on GPU/TPU: native).
-  # grid.py/lrw.py use auto (2.3x faster train step at 128x128 on CPU, BENCHMARKS.md); the
-  # small demo/tiny models measured no gain.
+  # grid.py/lrw.py use auto (train step at 128x128 on an idle 2-core CPU: 2.74 vs 2.47
+  # frames/s, BENCHMARKS.md); the small demo/tiny models measured no gain.
   config.model.conv_impl = "xla"
 
   config.loss = ml_collections.ConfigDict()
@@ -98,3 +98,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh.data = -1  # Devices on the data axis; -1: all devices.
   config.distributed = False  # Call jax.distributed.initialize() (multi-host / multi-process).
   return config
+
+
+def apply_tiny_model(model: ml_collections.ConfigDict) -> None:
+  """Shrinks ``config.model`` in place to the seconds-per-step size of the ``tiny`` variants
+  (``configs/grid.py:tiny``, ``configs/demo.py:tiny``)."""
+  model.encoder_widths = (8, 8, 16, 16)
+  model.g_dim = 16
+  model.z_dim = 4
+  model.rnn_size = 16
+  model.audio_widths = (4, 8, 8, 8)
+  model.audio_hidden = 32
+  model.audio_dim = 16

@@ -89,13 +89,7 @@ def apply_tiny(config):
   config.data.heldout_per_speaker = 1
   config.data.seq_len = 6
   config.data.shuffle_buffer = 8
-  config.model.encoder_widths = (8, 8, 16, 16)
-  config.model.g_dim = 16
-  config.model.z_dim = 4
-  config.model.rnn_size = 16
-  config.model.audio_widths = (4, 8, 8, 8)
-  config.model.audio_hidden = 32
-  config.model.audio_dim = 16
+  default.apply_tiny_model(config.model)
   config.train.batch_size = 2
   config.train.num_steps = 4
   config.train.log_every = 2

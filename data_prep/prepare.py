@@ -54,12 +54,12 @@ def build_options(config: ml_collections.ConfigDict) -> dict:
 
 
 def _mismatches(manifest: dict, options: dict) -> dict[str, tuple]:
-  """Build parameters that differ between an existing manifest and ``options``."""
+  """Build parameters that differ between an existing manifest and ``options``, counting
+  the code's own (``BuildConfig.clip_parameters``: pipeline and schema versions, rates)."""
   params = dict(manifest.get("parameters", {}), dataset=manifest.get("dataset"))
   differ = {}
-  if params.get("pipeline_version") != build_lib.PIPELINE_VERSION:
-    differ["pipeline_version"] = (params.get("pipeline_version"), build_lib.PIPELINE_VERSION)
-  for key, wanted in options.items():
+  wanted_parameters = dict(options, **build_lib.BuildConfig(**options).clip_parameters())
+  for key, wanted in wanted_parameters.items():
     if key in ("num_workers", "out_dir"):  # Do not change the output.
       continue
     have = params.get(key)

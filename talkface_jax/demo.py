@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from talkface_jax import input_pipeline, metrics, sampling, train
+from talkface_jax import metrics, sampling, train
 from talkface_jax.models import talkface
 
 METRICS_FILE = "metrics.json"
@@ -129,15 +129,13 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, state: train.
   model = talkface.build_model(config.model)
   variables = train.variables_of(state)
   samples_dir = os.path.join(workdir, "samples")
-  paths = sampling.write_sample_files(config, model, variables, samples_dir, step)
+  # sampling.write_sample_files, keeping the videos for the checks below.
+  clips, videos = sampling.sample_heldout(config, model, variables)
+  paths = sampling.write_clip_videos(clips, videos, samples_dir, step)
   logging.info("Wrote %d sample files under %s", len(paths), samples_dir)
   results = {"step": step, "evaluation": eval_results,
              "samples": [os.path.relpath(p, workdir) for p in paths]}
   if "synthetic" in config.data and config.data.synthetic:
-    clips = input_pipeline.load_clips(config, config.data.eval_split, config.sample.num_clips)
-    # The same key as write_sample_files: these are the videos just written.
-    videos = sampling.sample_clips(config, model, variables, clips,
-                                   config.sample.num_samples, jax.random.key(config.sample.seed))
     checks = synthetic_checks(config, clips, videos)
     results["synthetic_lip_sync"], results["synthetic_blinks"] = (checks["lip_sync"],
                                                                   checks["blinks"])

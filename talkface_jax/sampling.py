@@ -2,7 +2,7 @@
 
 Two sources of inputs:
 
-* held-out clips of the eval split (``sample_clips``, ``write_sample_files``,
+* held-out clips of the eval split (``sample_clips``, ``sample_heldout``, ``write_sample_files``,
   ``write_sample_summaries``): the first frame and the clip's MFCC windows;
 * user files (``FileSampler``, ``sample_files``): any photo goes through the same Dlib
   detection and alignment as the training data (``data_prep.face``), any audio file through
@@ -169,11 +169,20 @@ def sample_clips(config: ml_collections.ConfigDict, model: talkface.TalkFace, va
   return np.stack(videos) if len({v.shape for v in videos}) == 1 else videos
 
 
+def sample_heldout(config: ml_collections.ConfigDict, model: talkface.TalkFace, variables,
+                   num_samples: int | None = None) -> tuple[list[dict], np.ndarray]:
+  """(clips, videos): ``config.sample.num_clips`` clips of the eval split and their K videos
+  (``sample_clips`` with ``config.sample.seed``; K defaults to ``config.sample.num_samples``)."""
+  clips = input_pipeline.load_clips(config, config.data.eval_split, config.sample.num_clips)
+  videos = sample_clips(config, model, variables, clips,
+                        num_samples or config.sample.num_samples,
+                        jax.random.key(config.sample.seed))
+  return clips, videos
+
+
 def write_sample_summaries(config, model, variables, writer, step: int) -> None:
   """Contact sheets (ground truth row, then K sample rows) of held-out clips to TensorBoard."""
-  clips = input_pipeline.load_clips(config, config.data.eval_split, config.sample.num_clips)
-  key = jax.random.key(config.sample.seed)
-  videos = sample_clips(config, model, variables, clips, config.sample.num_samples, key)
+  clips, videos = sample_heldout(config, model, variables)
   images = {}
   for clip, samples in zip(clips, videos):
     sheet = media.contact_sheet([clip["frames"], *samples], max_frames=16)
@@ -188,10 +197,13 @@ def write_sample_files(config, model, variables, out_dir: str, step: int,
 
   ``num_samples`` (K) defaults to ``config.sample.num_samples``.
   """
-  clips = input_pipeline.load_clips(config, config.data.eval_split, config.sample.num_clips)
-  key = jax.random.key(config.sample.seed)
-  videos = sample_clips(config, model, variables, clips,
-                        num_samples or config.sample.num_samples, key)
+  clips, videos = sample_heldout(config, model, variables, num_samples)
+  return write_clip_videos(clips, videos, out_dir, step)
+
+
+def write_clip_videos(clips: list[dict], videos, out_dir: str, step: int) -> list[str]:
+  """Writes ``write_sample_files``'s files for clips and their generated videos (uint8
+  [K, T, H, W, 3] per clip) under ``out_dir/step_<step>``; returns the paths."""
   paths = []
   for clip, samples in zip(clips, videos):
     stem = os.path.join(out_dir, f"step_{step}", clip["clip_id"].replace("/", "_"))

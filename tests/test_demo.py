@@ -134,9 +134,10 @@ def _fake_build(config, **parameter_changes):
   """A 'complete' shard folder: TFDS metadata and a manifest made as ``config`` asks."""
   os.makedirs(config.data.dir, exist_ok=True)
   options = prepare.build_options(config)
+  # As a build writes them: its config's fields and the code's clip parameters.
   parameters = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
                 if k != "dataset"}
-  parameters["pipeline_version"] = build_lib.PIPELINE_VERSION
+  parameters.update(build_lib.BuildConfig(**options).clip_parameters())
   parameters.update(parameter_changes)
   with open(os.path.join(config.data.dir, build_lib.MANIFEST), "w") as f:
     json.dump({"dataset": options["dataset"], "parameters": parameters}, f)

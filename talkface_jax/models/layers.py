@@ -27,9 +27,10 @@ def conv_function(impl: str) -> Callable[..., jax.Array]:
   return fast
 
 
-# On XLA CPU the native weight gradient of a 3x3 conv runs at ~10 GFLOP/s on maps of 32x32
-# and larger (a tenth of its forward pass) and the matmul one of ops/conv.py 3-4x faster,
-# while on 16x16 and 8x8 maps the native one is the faster (BENCHMARKS.md).
+# On XLA CPU the native weight gradient of a 3x3 conv is slowest on large maps; measured
+# under load, the matmul one of ops/conv.py was 3-4x faster on maps of 32x32 and larger and
+# slower on 16x16 and 8x8. On an idle machine it wins on 16x16 to 64x64 and loses on the
+# 128x128 decoder layer (BENCHMARKS.md, "Train step"): this threshold awaits re-tuning.
 _MATMUL_WGRAD_MIN_POSITIONS = 32 * 32
 
 
