@@ -1,16 +1,28 @@
-"""Entry point: ``python run_experiment.py --config=configs/grid.py --workdir=DIR [--mode=...]``.
+"""Entry point: ``python run_experiment.py --workdir=DIR [--config=configs/grid.py] [--mode=...]``.
 
-Modes: ``train`` (resumes from the workdir's checkpoints), ``eval`` (SSIM, PSNR, LMD, lip-sync r
-and diversity of K samples per held-out clip, into WORKDIR/eval_<step>.json) and ``sample`` (K
-videos for held-out clips into WORKDIR/samples, or, with ``--face=photo.jpg --audio=speech.wav
+Modes: ``train`` (needs ``--config``; resumes from the workdir's checkpoints and stores the
+config in ``WORKDIR/config.json``), ``eval`` (SSIM, PSNR, LMD, lip-sync r and diversity of K
+samples per held-out clip, into WORKDIR/eval_<step>.json) and ``sample`` (K videos for
+held-out clips into WORKDIR/samples, or, with ``--face=photo.jpg --audio=speech.wav
 [--out=DIR] [--num_samples=K]``, K videos of that face saying that audio; ``--csv=FILE`` does
-the same for each ``face,audio,out`` row). Any config key can be overridden, e.g.
-``--config.train.batch_size=8``.
-Multi-process runs (TPU pods, several GPU hosts) set ``--config.distributed=True``.
+the same for each ``face,audio,out`` row). ``eval`` and ``sample`` read the workdir's own
+config; a ``--config`` given to them must describe the same model. Any config key can be
+overridden, e.g. ``--config.train.batch_size=8``. Multi-process runs (TPU pods, several GPU
+hosts) set ``--config.distributed=True``.
+
+The console shows progress bars, warnings and one summary per phase; library logs (INFO and
+up) go to ``WORKDIR/log/`` (``--verbosity=1`` shows them on the console too). A user error (a
+missing or bad file, no face, unreadable audio, a bad flag or config) prints one
+``error: ...`` line and exits with status 2.
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter.
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries, samples.")
@@ -21,28 +33,63 @@ _CSV = flags.DEFINE_string("csv", None, "Sample mode: a CSV of face,audio,out ro
 _OUT = flags.DEFINE_string("out", None, "Sample mode: output folder for --face and --audio.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None,
                                     "Sample mode: K videos per input (default: config).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
+
+USER_ERROR_STATUS = 2
+
+
+def _user_error(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_STATUS)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config file reported as one ``error:`` line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _user_error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  return []
+
+
+def _log_to_workdir(workdir: str) -> None:
+  """Library logs to WORKDIR/log/; the console keeps warnings (INFO with --verbosity >= 1)."""
+  log_dir = os.path.join(workdir, "log")
+  try:
+    os.makedirs(log_dir, exist_ok=True)
+  except OSError as e:
+    _user_error(f"workdir {workdir}: cannot create {log_dir} ({e.strerror or e})")
+  logging.get_absl_handler().use_absl_log_file("talkface", log_dir)
+  if not flags.FLAGS["stderrthreshold"].present:
+    logging.set_stderrthreshold("info" if flags.FLAGS.verbosity >= 1 else "warning")
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _user_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  _log_to_workdir(_WORKDIR.value)
   # Imported here so that --help answers without loading JAX and TensorFlow.
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from talkface_jax import experiment, parallel, sampling  # pylint: disable=g-import-not-at-top
+  from talkface_jax import errors, experiment, parallel, sampling  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # tf.data only; keep accelerators for JAX.
   config = _CONFIG.value
-  parallel.initialize_distributed(config)
-  logging.info("JAX process %d / %d, local devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
-  request = sampling.SampleRequest(face=_FACE.value, audio=_AUDIO.value, csv=_CSV.value,
-                                   out=_OUT.value, num_samples=_NUM_SAMPLES.value)
-  if _MODE.value != "sample" and request != sampling.SampleRequest():
-    raise app.UsageError("--face, --audio, --csv, --out and --num_samples need --mode=sample")
-  experiment.run(config, _WORKDIR.value, _MODE.value, request)
+  try:
+    if config is not None:
+      parallel.initialize_distributed(config)
+    logging.info("JAX process %d / %d, local devices: %s", jax.process_index(),
+                 jax.process_count(), jax.local_devices())
+    request = sampling.SampleRequest(face=_FACE.value, audio=_AUDIO.value, csv=_CSV.value,
+                                     out=_OUT.value, num_samples=_NUM_SAMPLES.value)
+    if _MODE.value != "sample" and request != sampling.SampleRequest():
+      raise errors.UserError("--face, --audio, --csv, --out and --num_samples need "
+                             "--mode=sample")
+    experiment.run(config, _WORKDIR.value, _MODE.value, request)
+  except errors.UserError as e:
+    logging.info("User error: %s", e)
+    _user_error(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

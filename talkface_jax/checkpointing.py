@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from talkface_jax import input_pipeline
+from talkface_jax import errors, input_pipeline
 
 
 class Checkpointer:
@@ -68,3 +68,46 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def restore_variables(workdir: str, abstract_variables, step: int | None = None):
+  """Restores only the model's variables of a checkpoint: (variables, step).
+
+  Inference needs the parameters and BatchNorm statistics, not the optimiser state, so this
+  reads those two items of the saved train state (an Orbax partial restore) onto the
+  shardings of ``abstract_variables`` ({'params', 'batch_stats'} of ``jax.ShapeDtypeStruct``).
+
+  Args:
+    workdir: the run's workdir.
+    abstract_variables: shapes, dtypes and shardings of {'params', 'batch_stats'}.
+    step: the step to read; the newest one if None.
+
+  Raises:
+    UserError: no checkpoint (at that step), or one of another model (the message names
+      the differing keys).
+  """
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise errors.UserError(f"{directory}: no checkpoint; train first with --mode=train "
+                             f"--workdir={workdir}")
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise errors.UserError(f"{directory}: no checkpoint of step {step} (has {sorted(steps)})")
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_variables)
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          abstract_variables, restore_args=restore_args, partial_restore=True)))
+    except (ValueError, KeyError) as e:
+      raise errors.UserError(f"{directory}/{step} holds another model than the config's "
+                             f"(resolution, widths, sizes): {_first_line(e)}") from e
+  finally:
+    manager.close()
+  return restored["state"], step
+
+
+def _first_line(error: Exception) -> str:
+  lines = [line for line in str(error).splitlines() if line.strip()]
+  return " ".join(lines[:6]) if lines else type(error).__name__

@@ -10,8 +10,7 @@ Per clip and sample (``metrics`` owns the formulas):
 * LMD: Dlib mouth landmarks (48-67) fitted on the generated crops
   (``data_prep.face.landmarks_on_aligned``) against the clip's stored ``mouth_landmarks``;
 * lip-sync r: Pearson r over time between the inner-lip opening of the generated frames and
-  that of the ground-truth frames (both measured the same way, as
-  ``data_prep.face.mouth_opening`` does);
+  that of the ground-truth frames (both measured the same way, ``data_prep.face.mouth_opening``);
 * diversity between the K samples: mean pairwise absolute difference per pixel, over the
   whole frame and in the eye and mouth regions of the template (``region_boxes``);
 * agreement between the K samples: mean pairwise Pearson r over time of their mouth
@@ -20,13 +19,11 @@ Per clip and sample (``metrics`` owns the formulas):
 
 Stochastic scores are reported as mean-of-K and best-of-K (each metric ranks the samples by
 itself, as SVG does for SSIM). Results go to ``WORKDIR/eval_<step>.json``, to TensorBoard
-(``eval/...`` scalars) and to a table on stdout.
+(``eval/...`` scalars); ``format_table`` prints them.
 """
 
-import json
 import math
 import os
-import tempfile
 
 import jax
 import ml_collections
@@ -34,15 +31,11 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
-from talkface_jax import input_pipeline, metrics, parallel, sampling, train
-from talkface_jax.models import talkface
+from data_prep import face
+from data_prep import fileio
+from talkface_jax import errors, inference, input_pipeline, metrics
 
-# Dlib indices of the inner-lip points whose vertical gaps measure the mouth opening.
-_UPPER_INNER_LIP = (61, 62, 63)
-_LOWER_INNER_LIP = (67, 66, 65)
-_MOUTH = slice(48, 68)
-# Dlib's six points of each eye: corners (0, 3), upper lid (1, 2), lower lid (5, 4).
-_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
+_MOUTH = slice(48, 68)  # Dlib's mouth points, as stored in the shards for LMD.
 
 # Reported metrics: (name, higher is better).
 _RANKED_METRICS = (("ssim", True), ("psnr", True), ("lmd", False))
@@ -72,38 +65,6 @@ def frame_scores(samples: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray
           "psnr": np.asarray(metrics.psnr(generated, real))}
 
 
-def mouth_opening(landmarks: np.ndarray, resolution: int) -> np.ndarray:
-  """Inner-lip gap of Dlib 68-point landmarks, as ``data_prep.face.mouth_opening`` measures it.
-
-  Taking fitted landmarks lets one Dlib fit per frame serve both LMD and lip sync.
-
-  Args:
-    landmarks: [N, 68, 2] fitted on aligned crops of size ``resolution``.
-    resolution: crop size S.
-
-  Returns:
-    float32 [N], the gap over the template's inter-ocular distance.
-  """
-  from data_prep import template  # pylint: disable=g-import-not-at-top
-  gap = np.linalg.norm(landmarks[:, _UPPER_INNER_LIP] - landmarks[:, _LOWER_INNER_LIP], axis=-1)
-  return (gap.mean(-1) / template.inter_ocular(resolution)).astype(np.float32)
-
-
-def eye_opening(landmarks: np.ndarray) -> np.ndarray:
-  """Eye aspect ratio of Dlib 68-point landmarks [N, 68, 2], both eyes averaged: float32 [N].
-
-  (|p1 - p5| + |p2 - p4|) / (2 |p0 - p3|) per eye (Soukupova and Cech 2016): about 0.35 for
-  an open eye of the synthetic face at 64x64, under 0.15 when it is closed.
-  """
-  ratios = []
-  for eye in _EYES:
-    p = landmarks[:, eye]
-    lids = (np.linalg.norm(p[:, 1] - p[:, 5], axis=-1) +
-            np.linalg.norm(p[:, 2] - p[:, 4], axis=-1))
-    ratios.append(lids / (2.0 * np.linalg.norm(p[:, 0] - p[:, 3], axis=-1)))
-  return np.mean(ratios, axis=0).astype(np.float32)
-
-
 @jax.jit
 def _diversity(frames: jax.Array, masks: jax.Array) -> jax.Array:
   """Pairwise diversity of frames [K, T, H, W, 3] for each mask of [M, H, W]: [M]."""
@@ -112,7 +73,6 @@ def _diversity(frames: jax.Array, masks: jax.Array) -> jax.Array:
 
 def region_masks(resolution: int) -> tuple[tuple[str, ...], np.ndarray]:
   """(names, float32 [3, S, S]) masks of the whole frame, the eyes and the mouth."""
-  from data_prep import face  # pylint: disable=g-import-not-at-top
   names, masks = ["diversity"], [np.ones((resolution, resolution), np.float32)]
   for region, (y0, y1, x0, x1) in face.region_boxes(resolution).items():
     mask = np.zeros((resolution, resolution), np.float32)
@@ -137,21 +97,20 @@ def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
     masks, a scalar per diversity region and 'agreement_mouth', 'agreement_eyes' (nan when
     no pair of curves has a defined r).
   """
-  from data_prep import face  # pylint: disable=g-import-not-at-top
   num_samples, num_frames, size = samples.shape[:3]
   scores = {k: v.mean(axis=1) for k, v in frame_scores(samples, clip["frames"]).items()}
   fitted = face.landmarks_on_aligned(samples[:, 1:].reshape(-1, size, size, 3))
   fitted = fitted.reshape(num_samples, num_frames - 1, 68, 2)
   true_mouth = np.broadcast_to(clip["mouth_landmarks"][1:], fitted[:, :, _MOUTH].shape)
   scores["lmd"] = np.asarray(metrics.landmark_distance(fitted[:, :, _MOUTH], true_mouth))
-  opening = mouth_opening(fitted.reshape(-1, 68, 2), size).reshape(num_samples, -1)
+  opening = face.mouth_opening(fitted.reshape(-1, 68, 2), size).reshape(num_samples, -1)
   scores["lipsync_r"] = np.asarray(
       metrics.pearson_r(opening, np.broadcast_to(truth_opening, opening.shape)), np.float32)
   if masks is not None:
     names, region_weights = masks
     values = _diversity(np.asarray(samples[:, 1:], np.float32) / 255.0, region_weights)
     scores.update(zip(names, np.asarray(values).tolist()))
-    eyes = eye_opening(fitted.reshape(-1, 68, 2)).reshape(num_samples, -1)
+    eyes = face.eye_opening(fitted.reshape(-1, 68, 2)).reshape(num_samples, -1)
     scores["agreement_mouth"] = metrics.mean_pairwise_r(opening)
     scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
   return scores
@@ -221,82 +180,96 @@ def format_table(results: dict) -> str:
 # -------------------------------------------------------------------------------------------------
 
 
-def evaluate_variables(config: ml_collections.ConfigDict, model: talkface.TalkFace, variables,
-                       clips: list[dict]) -> dict:
-  """Generates and scores ``clips`` with ``variables``; see the module docstring.
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the evaluation's settings before anything long runs (before training, too).
+
+  Raises:
+    UserError: a batch size or clip count under 1.
+  """
+  for key in ("batch_size", "num_clips", "num_samples"):
+    if config.eval[key] < 1:
+      raise errors.UserError(f"eval.{key} must be >= 1, got {config.eval[key]}")
+
+
+def evaluate_clips(generator: inference.Generator, clips: list[dict]) -> dict:
+  """Generates and scores ``clips``; see the module docstring.
+
+  Generation is batched (``config.eval.batch_size`` clips x K samples per call, split over
+  every device of every process); scoring (Dlib, SSIM) runs on the host of process 0.
+  Clip i draws from ``fold_in(key(config.eval.seed), i)``, so the figures do not depend on
+  the batch size or the number of devices.
 
   Returns:
     ``summarize``'s figures plus 'still_frame_ssim' and 'still_frame_psnr' (frame 0 repeated:
     the score of a model that moves nothing), 'num_clips', 'num_samples', 'frames_scored',
     'clip_ids', 'skipped' (clip id -> reason for clips under 3 frames, which have no lip-sync
-    r).
+    r). Processes other than 0 return None.
   """
-  from data_prep import face  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
+  config = generator.config
   num_samples = config.eval.num_samples
-  stochastic_fn = sampling.make_generator(config, model, num_samples)
-  deterministic_fn = sampling.make_generator(config, model, 1, deterministic=True)
-  masks = region_masks(config.model.resolution) if num_samples > 1 else None
+  skipped = {c["clip_id"]: f"{len(c['frames'])} frames (needs >= 3)"
+             for c in clips if len(c["frames"]) < 3}
+  clips = [c for c in clips if len(c["frames"]) >= 3]
+  if not clips:
+    raise errors.UserError(f"no clip of >= 3 frames to evaluate in {config.data.dir} "
+                           f"(skipped: {skipped})")
   key = jax.random.key(config.eval.seed)
-  stochastic, deterministic, still, clip_ids, skipped, frames_scored = [], [], [], [], {}, 0
-  for i, clip in enumerate(tqdm.tqdm(clips, desc="eval clips", unit="clip",
-                                     disable=jax.process_index() > 0)):
-    if len(clip["frames"]) < 3:
-      skipped[clip["clip_id"]] = f"{len(clip['frames'])} frames (needs >= 3)"
-      continue
-    frame0, mfcc = clip["frames"][None, 0], clip["mfcc"][None]
-    truth_opening = mouth_opening(face.landmarks_on_aligned(clip["frames"][1:]),
-                                  config.model.resolution)
-    samples = stochastic_fn(variables, frame0, mfcc, jax.random.fold_in(key, i))[0]
+  batch_size = config.eval.batch_size
+  stochastic_videos = generator.generate_clips(clips, num_samples, key, batch_size)
+  deterministic_videos = generator.generate_clips(clips, 1, key, batch_size, deterministic=True)
+  if jax.process_index() != 0:
+    return None
+  masks = region_masks(config.model.resolution) if num_samples > 1 else None
+  stochastic, deterministic, still, frames_scored = [], [], [], 0
+  for clip, samples, baseline in tqdm.tqdm(
+      list(zip(clips, stochastic_videos, deterministic_videos)), desc="scoring clips",
+      unit="clip", leave=False):
+    truth_opening = face.mouth_opening(face.landmarks_on_aligned(clip["frames"][1:]),
+                                       config.model.resolution)
     stochastic.append(score_clip(samples, clip, truth_opening, masks))
-    baseline = deterministic_fn(variables, frame0, mfcc, key)[0]
     deterministic.append(score_clip(baseline, clip, truth_opening, None))
-    held = np.repeat(frame0[None], len(clip["frames"]), axis=1)
+    held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
     still.append(frame_scores(held, clip["frames"]))
-    clip_ids.append(clip["clip_id"])
     frames_scored += len(clip["frames"]) - 1
-  if not stochastic:
-    raise ValueError(f"no clip of >= 3 frames to evaluate (skipped: {skipped})")
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)
   # The trivial baseline: the identity frame held for the whole clip.
   still_scores = {f"still_frame_{name}": float(np.mean(np.concatenate([c[name] for c in still])))
                   for name in ("ssim", "psnr")}
-  return {**summarize(stochastic, deterministic), **still_scores, "num_clips": len(stochastic),
-          "num_samples": num_samples, "frames_scored": frames_scored, "clip_ids": clip_ids,
-          "skipped": skipped}
+  return {**summarize(stochastic, deterministic), **still_scores, "num_clips": len(clips),
+          "num_samples": num_samples, "frames_scored": frames_scored,
+          "clip_ids": [c["clip_id"] for c in clips], "skipped": skipped}
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Evaluates the latest checkpoint of ``workdir`` on the eval split.
+def evaluate(generator: inference.Generator, workdir: str) -> dict | None:
+  """Evaluates ``generator`` (a workdir's checkpoint) on the eval split.
 
-  Writes ``WORKDIR/eval_<step>.json`` (non-finite figures as null), ``eval/...`` TensorBoard
-  scalars, and prints the table.
+  Writes ``WORKDIR/eval_<step>.json`` (non-finite figures as null) and ``eval/...``
+  TensorBoard scalars, from process 0.
 
   Returns:
-    The results: ``evaluate_variables``'s plus 'step', 'split', 'seed'.
+    The results (``evaluate_clips``'s plus 'step', 'split', 'seed'); None on processes > 0.
   """
-  from talkface_jax import experiment  # pylint: disable=g-import-not-at-top  (imports us)
-  mesh = parallel.make_mesh(config)
-  model = talkface.build_model(config.model)
-  state = experiment.restore_latest(config, workdir, model, mesh)
-  step = int(state.step)
+  config = generator.config
+  check_config(config)
   clips = input_pipeline.load_clips(config, config.data.eval_split, config.eval.num_clips,
                                     seed=config.eval.seed)
-  logging.info("Evaluating step %d on %d clips of %r, K = %d.", step, len(clips),
+  logging.info("Evaluating step %s on %d clips of %r, K = %d.", generator.step, len(clips),
                config.data.eval_split, config.eval.num_samples)
-  results = {"step": step, "split": config.data.eval_split, "seed": config.eval.seed,
-             **evaluate_variables(config, model, train.variables_of(state), clips)}
+  scores = evaluate_clips(generator, clips)
+  if scores is None:
+    return None
+  step = generator.step
+  results = {"step": step, "split": config.data.eval_split, "seed": config.eval.seed, **scores}
   results = {k: _finite_or_none(v) for k, v in results.items()}
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, f"eval_{step}.json")
-    _write_json(path, results)
-    writer = metric_writers.create_default_writer(workdir)
-    writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()
-                                if isinstance(v, float)})
-    writer.flush()
-    print(format_table(results), flush=True)
-    logging.info("Eval results written to %s", path)
+  path = os.path.join(workdir, f"eval_{step}.json")
+  fileio.write_json(path, results)
+  writer = metric_writers.create_default_writer(workdir)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()
+                              if isinstance(v, float)})
+  writer.flush()
+  logging.info("Eval results written to %s", path)
   return results
 
 
@@ -304,16 +277,3 @@ def _finite_or_none(value):
   if isinstance(value, float) and not math.isfinite(value):
     return None
   return value
-
-
-def _write_json(path: str, data: dict) -> None:
-  """Writes ``data`` to ``path`` via a temporary file and a rename (no partial file)."""
-  handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                  dir=os.path.dirname(os.path.abspath(path)))
-  try:
-    with os.fdopen(handle, "w") as f:
-      json.dump(data, f, indent=2)
-    os.replace(temp, path)
-  finally:
-    if os.path.exists(temp):
-      os.remove(temp)

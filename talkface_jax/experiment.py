@@ -1,74 +1,161 @@
-"""The three modes of ``run_experiment.py``: train, eval and sample a workdir."""
+"""The three modes of ``run_experiment.py`` on a workdir: train, eval and sample.
 
+Data flows one way: ``run_experiment.py`` -> ``run`` here -> ``train`` / ``evaluation`` /
+``sampling`` (the last two through ``inference.Generator``) -> ``models``. Each mode prints
+one short summary; progress bars show while it works; library logs go to the workdir's log.
+
+``train`` also runs what the config asks for after training: the full evaluation
+(``eval.after_training``) and the demo's outputs (``sample.after_training``: held-out sample
+videos and ``WORKDIR/metrics.json``, with the synthetic corpus's own checks when
+``config.data.synthetic`` is set).
+"""
+
+import math
 import os
 
+import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
-from talkface_jax import checkpointing, parallel, sampling, train
-from talkface_jax.models import talkface
+from data_prep import fileio, prepare, synthetic_checks
+from talkface_jax import errors, evaluation, inference, sampling, train
+from talkface_jax import workdir as workdir_lib
+
+METRICS_FILE = "metrics.json"
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str,
-        sample_request: sampling.SampleRequest | None = None) -> None:
+def run(config: ml_collections.ConfigDict | None, workdir: str, mode: str,
+        sample_request: sampling.SampleRequest | None = None) -> dict | None:
   """Runs ``mode`` ('train', 'eval' or 'sample') on ``workdir``.
 
-  ``sample_request`` (the command line's --face/--audio/--csv/--out/--num_samples) makes
-  sample mode use the user's files instead of held-out clips.
+  Args:
+    config: the config; for 'eval' and 'sample' None means the workdir's own.
+    workdir: the run's folder.
+    mode: what to run.
+    sample_request: the command line's --face/--audio/--csv/--out/--num_samples.
+
+  Returns:
+    'train': the demo's metrics (None without ``sample.after_training``); 'eval': the
+    results; 'sample': None.
+
+  Raises:
+    UserError: bad config, flags, files or workdir (one line naming the problem).
   """
   if mode == "train":
-    if config.data.prepare:
-      # Imported here: only runs that build their own data need Dlib and the corpus generator.
-      from data_prep import prepare  # pylint: disable=g-import-not-at-top
-      prepare.ensure_shards(config)
-    state = train.train_and_evaluate(config, workdir)
-    eval_results = None
-    if config.eval.after_training:
-      from talkface_jax import evaluation  # pylint: disable=g-import-not-at-top
-      eval_results = evaluation.evaluate(config, workdir)
-    if config.sample.after_training:
-      from talkface_jax import demo  # pylint: disable=g-import-not-at-top  (Dlib)
-      demo.write_outputs(config, workdir, state, eval_results)
-    return
+    return _train(config, workdir)
+  generator = inference.load(workdir, config=config)
   if mode == "eval":
-    from talkface_jax import evaluation  # pylint: disable=g-import-not-at-top  (Dlib)
-    evaluation.evaluate(config, workdir)
-    return
-  if mode != "sample":
-    raise ValueError(f"unknown mode {mode!r}")
-  request = sample_request or sampling.SampleRequest()
-  file_requests = request.file_requests(workdir)  # Bad flags fail before the restore.
-  num_samples = request.num_samples or config.sample.num_samples
-  mesh = parallel.make_mesh(config)
-  model = talkface.build_model(config.model)
-  state = restore_latest(config, workdir, model, mesh)
-  variables = train.variables_of(state)
-  if file_requests:
-    report = sampling.sample_files(config, model, variables, file_requests, num_samples)
-    if report.failed:
-      raise sampling.InputError(
-          f"{len(report.failed)} of {len(file_requests)} inputs failed (the others were "
-          "written): " + "; ".join(report.failed.values()))
-    return
-  out_dir = os.path.join(workdir, "samples")
-  paths = sampling.write_sample_files(config, model, variables, out_dir, int(state.step),
-                                      num_samples)
-  logging.info("Wrote %d files under %s", len(paths), out_dir)
+    results = evaluation.evaluate(generator, workdir)
+    if results is not None:
+      print(evaluation.format_table(results), flush=True)
+    return results
+  if mode == "sample":
+    summary = sampling.run(generator, workdir, sample_request or sampling.SampleRequest(),
+                           generator.config)
+    if jax.process_index() == 0:
+      print(summary, flush=True)
+    return None
+  raise ValueError(f"unknown mode {mode!r}")
 
 
-def restore_latest(config, workdir: str, model, mesh) -> train.TrainState:
-  """The newest checkpoint of ``workdir``; a clear error if there is none."""
-  tx = train.make_optimizer(config)
-  ckpt = checkpointing.Checkpointer(workdir, config)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first with "
-                            f"--mode=train --workdir={workdir}")
-  try:
-    state, _ = ckpt.restore(step, train.abstract_train_state(config, model, tx, mesh))
-  except (ValueError, KeyError) as e:
-    raise ValueError(f"checkpoint {ckpt.directory}/{step} does not match the config's model "
-                     f"(resolution, widths, sizes): {e}") from e
-  finally:
-    ckpt.close()
-  return state
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  if config is None:
+    config = workdir_lib.read_config(workdir)
+    if config is None:
+      raise errors.UserError("--mode=train needs --config (or a workdir that stores one)")
+  evaluation.check_config(config)
+  if config.data.prepare:
+    prepare.ensure_shards(config)
+  state = train.train_and_evaluate(config, workdir)
+  if int(state.step) < config.train.num_steps:
+    logging.info("Training stopped at step %d of %d: evaluation and samples come when it "
+                 "resumes and finishes.", int(state.step), config.train.num_steps)
+    return None
+  if not (config.eval.after_training or config.sample.after_training):
+    return None
+  generator = inference.Generator(config, train.variables_of(state), step=int(state.step))
+  eval_results = None
+  if config.eval.after_training:
+    eval_results = evaluation.evaluate(generator, workdir)
+    if eval_results is not None:
+      print(evaluation.format_table(eval_results), flush=True)
+  if config.sample.after_training:
+    return write_demo_outputs(generator, workdir, eval_results)
+  return None
+
+
+def write_demo_outputs(generator: inference.Generator, workdir: str,
+                       eval_results: dict | None) -> dict:
+  """Held-out sample files and ``WORKDIR/metrics.json`` of a finished run; returns the metrics.
+
+  ``metrics.json`` holds the evaluation's figures and, for a synthetic corpus
+  (``config.data.synthetic``), lip sync and blinks against the curves that drove the faces
+  (``data_prep.synthetic_checks``).
+  """
+  config, step = generator.config, generator.step
+  samples_dir = os.path.join(workdir, "samples")
+  clips, videos = sampling.sample_heldout(generator)
+  paths = sampling.write_clip_videos(clips, videos, samples_dir, step)
+  results = {"step": step, "evaluation": eval_results,
+             "samples": [os.path.relpath(p, workdir) for p in paths]}
+  if jax.process_index() != 0:
+    return results
+  if "synthetic" in config.data and config.data.synthetic:
+    checks = synthetic_checks.synthetic_checks(config.data.raw_dir, clips, videos)
+    results["synthetic_lip_sync"] = checks["lip_sync"]
+    results["synthetic_blinks"] = checks["blinks"]
+  fileio.write_json(os.path.join(workdir, METRICS_FILE), _plain(results))
+  print(format_summary(results, workdir), flush=True)
+  return results
+
+
+def format_summary(results: dict, workdir: str) -> str:
+  """The headline figures of ``metrics.json`` and where the outputs are."""
+  lines = [f"Finished at step {results['step']}: outputs in {workdir}"]
+  ev = results.get("evaluation") or {}
+  for name in ("ssim", "psnr", "lipsync_r"):
+    if f"{name}_mean_of_k" in ev:
+      lines.append(f"  {name:<10} mean of K {_fmt(ev[f'{name}_mean_of_k'])}   best of K "
+                   f"{_fmt(ev[f'{name}_best_of_k'])}   deterministic "
+                   f"{_fmt(ev.get(f'deterministic_{name}'))}")
+  if "still_frame_ssim" in ev:
+    lines.append(f"  frame 0 held still: ssim {_fmt(ev['still_frame_ssim'])}, psnr "
+                 f"{_fmt(ev['still_frame_psnr'])}")
+  for name in ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
+               "agreement_eyes"):
+    if name in ev:
+      lines.append(f"  {name:<16} {_fmt(ev[name])}")
+  sync = results.get("synthetic_lip_sync")
+  if sync:
+    lines.append(f"  lip sync r vs the synthetic curve: samples mean {_fmt(sync['sample_r_mean'])}"
+                 f", worst {_fmt(sync['sample_r_min'])}; ground-truth frames "
+                 f"{_fmt(sync['truth_frames_r'])}")
+  blinks = results.get("synthetic_blinks")
+  if blinks:
+    lines.append(f"  blinks: samples with a closed-eye frame {_fmt(blinks['samples_with_blink'])}"
+                 f" (ground-truth clips {_fmt(blinks['truth_clips_with_blink'])}); frames "
+                 f"with closed eyes {_fmt(blinks['closed_fraction_samples'])} (ground truth "
+                 f"{_fmt(blinks['closed_fraction_truth'])}); eye measure r vs the synthetic "
+                 f"curve on ground-truth frames {_fmt(blinks['truth_frames_r'])}")
+  lines.append(f"  {len(results['samples'])} sample files under "
+               f"{os.path.join(workdir, 'samples')}; figures in "
+               f"{os.path.join(workdir, METRICS_FILE)}")
+  return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+  return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _plain(value):
+  """``value`` with numpy types as Python ones and non-finite floats as None (valid JSON)."""
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return [_plain(v) for v in value]
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value

@@ -25,9 +25,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data_prep import schema
+from talkface_jax import errors
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(errors.UserError):
   """The configured shard folder does not exist or holds no TFDS metadata."""
 
 
@@ -52,7 +53,7 @@ def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   builder = tfds.builder_from_directory(data_dir)
   shape = builder.info.features["frames"].shape
   if shape[1] != config.model.resolution:
-    raise ValueError(f"shards in {data_dir} are {shape[1]}x{shape[2]}, but "
+    raise errors.UserError(f"shards in {data_dir} are {shape[1]}x{shape[2]}, but "
                      f"model.resolution={config.model.resolution}")
   return builder
 
@@ -69,10 +70,13 @@ class InputPipeline:
     self.local_batch_size = local_batch_size
     self.seq_len = config.data.seq_len
     self.builder = load_builder(config)
-    for split in (config.data.train_split,):
-      if split not in self.builder.info.splits:
-        raise ValueError(f"split {split!r} not in {config.data.dir} "
-                         f"(has {list(self.builder.info.splits)})")
+    self.check_split(config.data.train_split)
+
+  def check_split(self, split: str) -> None:
+    """Raises UserError if the shards have no split ``split``."""
+    if split not in self.builder.info.splits:
+      raise errors.UserError(f"{self.config.data.dir}: no split {split!r} (has "
+                             f"{list(self.builder.info.splits)})")
 
   # -- reading ----------------------------------------------------------------------------------
 
@@ -131,7 +135,7 @@ class InputPipeline:
         position = Position(epoch, int(batch.pop("index")[-1]) + 1)
         yield batch, position
       if produced == 0 and skip == 0:
-        raise ValueError(
+        raise errors.UserError(
             f"split {self.config.data.train_split!r} of {self.config.data.dir} gives no batch of "
             f"{self.local_batch_size} clips of >= {self.seq_len} frames for process "
             f"{jax.process_index()}")
@@ -150,7 +154,7 @@ class InputPipeline:
       count += 1
       yield batch
     if count == 0:
-      raise ValueError(f"eval split {self.config.data.eval_split!r} of {self.config.data.dir} "
+      raise errors.UserError(f"eval split {self.config.data.eval_split!r} of {self.config.data.dir} "
                        f"has fewer than {local_batch_size} clips of >= {self.seq_len} frames "
                        f"for this process")
 
@@ -164,7 +168,8 @@ def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
   """
   builder = load_builder(config)
   if split not in builder.info.splits:
-    raise ValueError(f"split {split!r} not in {config.data.dir} (has {list(builder.info.splits)})")
+    raise errors.UserError(f"{config.data.dir}: no split {split!r} (has "
+                           f"{list(builder.info.splits)})")
   total = builder.info.splits[split].num_examples
   if seed is None:
     chosen = set(range(min(num_clips, total)))

@@ -4,7 +4,7 @@ Following the release, each time step contributes the mean squared error over it
 the KL summed over latent dimensions; steps are summed over time; the batch loss is the mean
 of the per-example losses. The KL is the correct closed form between diagonal Gaussians given
 by means and LOG-variances (the release passes standard deviations where log-variances are
-expected; see REFERENCE.md).
+expected; see docs/REFERENCE.md).
 """
 
 import jax
@@ -23,8 +23,9 @@ def gaussian_kl(mu1: jax.Array, logvar1: jax.Array, mu2: jax.Array,
 
 
 def frame_mse(predicted: jax.Array, target: jax.Array) -> jax.Array:
-  """Mean squared error per frame: [..., H, W, C] -> [...] (float32)."""
-  diff = predicted.astype(jnp.float32) - target.astype(jnp.float32)
+  """Mean squared error per frame: [..., H, W, C] -> [...] (float32, or float64 inputs' float64)."""
+  dtype = jnp.promote_types(jnp.promote_types(predicted.dtype, target.dtype), jnp.float32)
+  diff = predicted.astype(dtype) - target.astype(dtype)
   return jnp.mean(jnp.square(diff), axis=(-3, -2, -1))
 
 

@@ -12,7 +12,10 @@ from typing import Iterator, TypeVar
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from talkface_jax import errors
 
 DATA_AXIS = "data"
 _Position = TypeVar("_Position")
@@ -28,7 +31,7 @@ def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
   """A 1-D data-parallel mesh over ``config.mesh.data`` devices (-1: all)."""
   num = jax.device_count() if config.mesh.data == -1 else config.mesh.data
   if num > jax.device_count() or jax.device_count() % num:
-    raise ValueError(f"mesh.data={num} does not divide the {jax.device_count()} devices")
+    raise errors.UserError(f"mesh.data={num} does not divide the {jax.device_count()} devices")
   return jax.make_mesh((num,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=jax.devices()[:num])
 
@@ -46,8 +49,8 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """This process's share of ``global_batch_size``; checks that it splits evenly."""
   devices = mesh.devices.size
   if global_batch_size % devices:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the {devices} devices "
-                     "of the mesh")
+    raise errors.UserError(f"batch size {global_batch_size} is not divisible by the {devices} "
+                           "devices of the mesh")
   return global_batch_size // jax.process_count()
 
 
@@ -55,6 +58,21 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   """Global arrays from each process's local slice (leading axis = batch)."""
   sharding = data_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def shard_rows(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A global array split along its leading axis over the data axis, from a host array that
+  every process holds whole (e.g. the same evaluation clips). The leading axis must divide
+  evenly over the mesh's devices."""
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, data_sharded(mesh), lambda index: array[index])
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+  """The whole of a (possibly multi-process) global array as numpy, on every process."""
+  if array.is_fully_addressable:
+    return np.asarray(array)
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def prefetch_to_device(batches: Iterator[tuple[dict[str, np.ndarray], _Position]], mesh: Mesh,

@@ -17,10 +17,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tqdm
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from talkface_jax import checkpointing, input_pipeline, losses, parallel, sampling
+from talkface_jax import checkpointing, errors, inference, input_pipeline, losses, parallel
+from talkface_jax import sampling
+from talkface_jax import workdir as workdir_lib
 from talkface_jax.models import talkface
 
 # -------------------------------------------------------------------------------------------------
@@ -39,7 +42,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   elif optim.name == "sgd":
     tx = optax.sgd(optim.learning_rate, momentum=optim.sgd_momentum or None)
   else:
-    raise ValueError(f"optim.name={optim.name!r}: use rmsprop, adam or sgd")
+    raise errors.UserError(f"optim.name={optim.name!r}: use rmsprop, adam or sgd")
   if optim.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
   return tx
@@ -129,11 +132,16 @@ def train_step(state: TrainState, batch, *, model, tx, config) -> tuple[TrainSta
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, model, config) -> dict:
-  """Teacher-forced loss terms with running BatchNorm statistics; per-example [B] arrays."""
+def eval_step(state: TrainState, batch, index, *, model, config) -> dict:
+  """Teacher-forced loss terms with running BatchNorm statistics; per-example [B] arrays.
+
+  The posterior's draw of eval batch ``index`` is ``fold_in(key(config.eval.seed), index)``:
+  every evaluation of a run scores the same draws, and different batches different ones.
+  """
   frames = _to_float_frames(batch["frames"])
+  key = jax.random.fold_in(jax.random.key(config.eval.seed), index)
   output = model.apply(variables_of(state), frames, batch["mfcc"], train=False,
-                       rngs={"latent": jax.random.key(0)})
+                       rngs={"latent": key})
   return losses.per_example_losses(output, frames[:, 1:], config.loss.reconstruction_weight,
                                    config.loss.kl_weight)
 
@@ -147,7 +155,8 @@ def jit_train_step(config, model, tx, mesh, state_sharding):
 
 def jit_eval_step(config, model, mesh, state_sharding):
   return jax.jit(functools.partial(eval_step, model=model, config=config),
-                 in_shardings=(state_sharding, parallel.data_sharded(mesh)),
+                 in_shardings=(state_sharding, parallel.data_sharded(mesh),
+                               parallel.replicated(mesh)),
                  out_shardings=parallel.replicated(mesh))
 
 
@@ -164,8 +173,8 @@ def evaluate_loss(config, eval_fn, state, pipeline, mesh) -> dict[str, float]:
   """Mean teacher-forced loss terms over ``config.eval.num_batches`` eval batches."""
   local_bs = parallel.local_batch_size(config.eval.batch_size, mesh)
   sums, count = {}, 0
-  for local in pipeline.eval_batches(config.eval.num_batches, local_bs):
-    terms = jax.device_get(eval_fn(state, parallel.global_batch(local, mesh)))
+  for index, local in enumerate(pipeline.eval_batches(config.eval.num_batches, local_bs)):
+    terms = jax.device_get(eval_fn(state, parallel.global_batch(local, mesh), index))
     for k, v in terms.items():
       sums[k] = sums.get(k, 0.0) + float(np.sum(v))
     count += len(terms["loss"])
@@ -187,8 +196,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)
   tx = make_optimizer(config)
+  # Every batch size and split is checked here, before the first step, not hours later.
   local_bs = parallel.local_batch_size(config.train.batch_size, mesh)
   pipeline = input_pipeline.InputPipeline(config, local_bs)
+  parallel.local_batch_size(config.eval.batch_size, mesh)
+  pipeline.check_split(config.data.eval_split)
+  _store_config(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   ckpt = checkpointing.Checkpointer(workdir, config)
 
@@ -209,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                         config.data.device_prefetch)
   num_steps = config.train.num_steps
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  progress = tqdm.tqdm(total=num_steps, initial=first_step, desc="train", unit="step",
+                       disable=jax.process_index() > 0, mininterval=2.0)
   pending = []
 
   def flush_metrics(step):
@@ -222,8 +237,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           f"non-finite loss or gradient at step(s) {bad[:5]} (their updates were skipped); "
           f"stopping. The last checkpoint in {ckpt.directory} (step {ckpt.latest_step()}) "
           "precedes them and is good.")
-    writer.write_scalars(step, {f"train_{k}": float(np.mean([m[k] for m in metrics]))
-                                for k in metrics[0]})
+    scalars = {f"train_{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+    writer.write_scalars(step, scalars)
+    progress.set_postfix(loss=f"{scalars['train_loss']:.4g}", refresh=False)
 
   first = first_step + 1
   for step in range(first_step + 1, num_steps + 1):
@@ -234,6 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       first = step
     pending.append(metrics)
     report(step)
+    progress.update(1)
     is_last = step == num_steps
     preempted = ckpt.reached_preemption(step)
     if step % config.train.log_every == 0 or is_last or preempted or ckpt.should_save(step):
@@ -249,11 +266,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   else:  # Not preempted: final evaluation and sample summaries.
     final_step = int(state.step)
     writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
-    sampling.write_sample_summaries(config, model, variables_of(state), writer, final_step)
+    generator = inference.Generator(config, variables_of(state), step=final_step, mesh=mesh)
+    sampling.write_sample_summaries(generator, writer, final_step)
+  progress.close()
   ckpt.wait()
   ckpt.close()
   writer.flush()
   return state
+
+
+def _store_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the config into the workdir (process 0); a resumed run must train the same model.
+
+  Raises:
+    UserError: the workdir holds checkpoints of a model the config does not describe.
+  """
+  stored = workdir_lib.read_config(workdir)
+  if stored is not None:
+    workdir_lib.check_same_model(stored, config, workdir_lib.config_path(workdir))
+  if jax.process_index() == 0:
+    workdir_lib.write_config(workdir, config)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

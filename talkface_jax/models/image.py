@@ -128,7 +128,7 @@ class ImageDecoder(nn.Module):
       x = nn.leaky_relu(bn(self.merge_norms[i], x), 0.2)
       if i:
         x = self.refine[i - 1](x, train)
-    x = nn.sigmoid(self.to_rgb(x).astype(jnp.float32))
+    x = nn.sigmoid(self.to_rgb(x).astype(jnp.promote_types(self.dtype, jnp.float32)))
     return x.reshape(b, m, *x.shape[1:])
 
 

@@ -29,7 +29,7 @@ class LSTMStack(nn.Module):
   def __call__(self, x: jax.Array, carry: list[Carry] | None = None):
     """Runs the stack over [B, T, F]; returns (final carries, outputs [B, T, features])."""
     carry = carry if carry is not None else zero_carry(x.shape[0], self.features,
-                                                       self.num_layers)
+                                                       self.num_layers, self.dtype)
     new_carry = []
     for layer, layer_carry in zip(self.layers, carry):
       layer_carry, x = layer(x, initial_carry=layer_carry)
@@ -47,8 +47,9 @@ class GaussianLSTM(nn.Module):
   def setup(self):
     self.embed = nn.Dense(self.rnn_size, dtype=self.dtype)
     self.lstm = LSTMStack(self.rnn_size, self.num_layers, self.dtype)
-    self.mu = nn.Dense(self.z_dim, dtype=jnp.float32)
-    self.logvar = nn.Dense(self.z_dim, dtype=jnp.float32)
+    # The heads compute in float32 (float64 when the model does): KL and sampling need it.
+    self.mu = nn.Dense(self.z_dim, dtype=at_least_float32(self.dtype))
+    self.logvar = nn.Dense(self.z_dim, dtype=at_least_float32(self.dtype))
 
   def __call__(self, inputs: jax.Array, carry: list[Carry] | None = None):
     """inputs [B, T, F] -> (carry, mu [B, T, z_dim], logvar [B, T, z_dim]), float32 heads."""
@@ -75,7 +76,13 @@ class FramePredictor(nn.Module):
     return carry, jnp.tanh(self.out(h))
 
 
-def zero_carry(batch: int, features: int, num_layers: int) -> list[Carry]:
-  """The all-zero (c, h) state of each of ``num_layers`` LSTM layers."""
-  zeros = jnp.zeros((batch, features), jnp.float32)
+def at_least_float32(dtype) -> jnp.dtype:
+  """float32 for low-precision compute dtypes (bfloat16), else ``dtype`` (float64 stays)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def zero_carry(batch: int, features: int, num_layers: int,
+               dtype: Any = jnp.float32) -> list[Carry]:
+  """The all-zero (c, h) state of each of ``num_layers`` LSTM layers (float32 or wider)."""
+  zeros = jnp.zeros((batch, features), at_least_float32(dtype))
   return [(zeros, zeros) for _ in range(num_layers)]

@@ -170,9 +170,9 @@ def start_generation(model: TalkFace, variables, frame0: jax.Array, num_samples:
   prev = jnp.broadcast_to(frame0[:, None], (b, num_samples, *frame0.shape[1:]))
   return GenerationState(
       context=context, prev_frames=prev.astype(jnp.float32),
-      prior_carry=recurrent.zero_carry(b, model.rnn_size, model.posterior_layers),
+      prior_carry=recurrent.zero_carry(b, model.rnn_size, model.posterior_layers, model.dtype),
       predictor_carry=recurrent.zero_carry(b * num_samples, model.rnn_size,
-                                           model.predictor_layers),
+                                           model.predictor_layers, model.dtype),
       step=jnp.ones((), jnp.int32))
 
 
@@ -180,15 +180,17 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
                    key: jax.Array, batch_norm: str = "running", deterministic: bool = False):
   """Generates the frames of the next C windows.
 
-  The noise of frame t is drawn from ``fold_in(key, t)``, so a generation split into chunks
-  draws exactly the same latents as one in a single call.
+  The noise of input b at frame t is drawn from ``fold_in(keys[b], t)``: a generation split
+  into chunks draws exactly the same latents as one in a single call, and an input draws the
+  same latents whatever else is in its batch (or on which device it runs).
 
   Args:
     model: the model.
     variables: {'params', 'batch_stats'}.
     state: from ``start_generation`` or a previous chunk.
     mfcc: [B, C, 28, 12], the windows of frames state.step .. state.step + C - 1.
-    key: PRNG key of this generation (the same for every chunk).
+    key: PRNG key of this generation (the same for every chunk): one key, from which input
+      b's key is ``fold_in(key, b)``, or a [B] array of keys, one per input.
     batch_norm: 'running' (running averages) or 'batch' (statistics of the generated batch).
     deterministic: use the prior's mean instead of a draw (the deterministic baseline).
 
@@ -196,13 +198,15 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     (new state, frames [B, K, C, H, W, 3] in [0, 1]).
   """
   b, k = state.prev_frames.shape[:2]
+  keys = input_keys(key, b)
   prior_carry, mu, logvar = _apply(model, variables, batch_norm, mfcc, state.prior_carry,
                                    method=TalkFace.prior_chunk)
 
   def step(carry, inputs):
     prev_frames, predictor_carry = carry
     mu_t, logvar_t, t = inputs  # [B, z], [B, z], []
-    eps = jax.random.normal(jax.random.fold_in(key, t), (b, k, mu_t.shape[-1]))
+    eps = jax.vmap(lambda row_key: jax.random.normal(
+        jax.random.fold_in(row_key, t), (k, mu_t.shape[-1]), mu_t.dtype))(keys)
     eps = jnp.zeros_like(eps) if deterministic else eps
     z = mu_t[:, None] + jnp.exp(0.5 * logvar_t)[:, None] * eps
     predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
@@ -227,7 +231,8 @@ def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key
   Args:
     frame0: identity frames [B, H, W, 3] in [0, 1].
     mfcc: [B, T, 28, 12]; window t drives frame t (window 0 belongs to the identity frame).
-    key: PRNG key; the same key gives the same videos, different keys different ones.
+    key: PRNG key, or [B] keys (see ``generate_chunk``); the same key gives the same videos,
+      different keys different ones.
     num_samples: K.
   """
   state = start_generation(model, variables, frame0, num_samples, batch_norm)
@@ -236,6 +241,15 @@ def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key
   first = jnp.broadcast_to(state.prev_frames[:, :, None], (*frames.shape[:2], 1,
                                                            *frames.shape[3:]))
   return jnp.concatenate([first, frames], axis=2)
+
+
+def input_keys(key: jax.Array, batch: int) -> jax.Array:
+  """[B] keys, one per input: ``key`` itself if it is a [B] array, else ``fold_in(key, b)``."""
+  if key.ndim == 1:
+    if key.shape[0] != batch:
+      raise ValueError(f"{key.shape[0]} keys for a batch of {batch} inputs")
+    return key
+  return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
 
 
 def _apply(model: TalkFace, variables, batch_norm: str, *args, method):

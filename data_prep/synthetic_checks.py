@@ -1,0 +1,111 @@
+"""Generated videos of the synthetic corpus against the curves that drove its faces.
+
+The synthetic corpus (``data_prep.synthetic``) knows what each face did: it stores, per clip,
+the ``mouth_open`` and ``eye_open`` curves it rendered (``RAW_DIR/ground_truth/<clip>.npz``).
+``synthetic_checks`` measures the same quantities on generated videos (Dlib landmarks on the
+aligned crops, as the evaluation measures them) and compares:
+
+* lip sync: Pearson r over time between each video's measured mouth opening and the
+  generator's ``mouth_open`` curve, next to the same r for the ground-truth frames (the
+  measure's ceiling at this resolution);
+* blinks: the frames where each video's measured eye opening shows closed eyes, next to the
+  generator's ``eye_open`` curve.
+
+The demo (``configs/demo.py``) adds these figures to ``WORKDIR/metrics.json``. Imports no JAX.
+"""
+
+import os
+
+import numpy as np
+
+from data_prep import face
+
+
+def truth_curves(raw_dir: str, clip_id: str) -> dict[str, np.ndarray]:
+  """The synthetic generator's 'mouth_open' and 'eye_open' curves [T] of ``clip_id``."""
+  path = os.path.join(raw_dir, "ground_truth", f"{clip_id}.npz")
+  with np.load(path) as truth:
+    return {k: np.asarray(truth[k], np.float32) for k in ("mouth_open", "eye_open")}
+
+
+def measured_openings(frames: np.ndarray) -> dict[str, np.ndarray]:
+  """Mouth and eye openings [T] of aligned uint8 crops [T, S, S, 3], measured as the
+  evaluation measures them (one Dlib fit per frame)."""
+  landmarks = face.landmarks_on_aligned(frames)
+  return {"mouth_open": face.mouth_opening(landmarks, frames.shape[1]),
+          "eye_open": face.eye_opening(landmarks)}
+
+
+def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
+  """Pearson r of two series [T]; nan when either is constant."""
+  x, y = np.asarray(x, np.float64) - np.mean(x), np.asarray(y, np.float64) - np.mean(y)
+  denominator = np.sqrt(np.sum(x * x) * np.sum(y * y))
+  return float(np.sum(x * y) / denominator) if denominator > 0 else float("nan")
+
+
+def synthetic_checks(raw_dir: str, clips: list[dict], videos) -> dict[str, dict]:
+  """Lip sync and blinks of generated videos against the synthetic truth (frame 0 excluded).
+
+  Lip sync: Pearson r over time between the mouth opening measured on a video and the
+  generator's ``mouth_open`` curve. Blinks: a frame has its eyes closed when the measured eye
+  opening is under half of the clip's open level (the median opening of its ground-truth
+  frames). Both measures are first applied to the ground-truth frames, where they must
+  recover the curves that drove the face.
+
+  Args:
+    raw_dir: the synthetic corpus (it holds ``ground_truth/``).
+    clips: held-out clips ({'clip_id', 'frames'}).
+    videos: per clip, uint8 [K, T, S, S, 3] generated videos.
+
+  Returns:
+    'lip_sync': 'per_clip' (clip id -> {'truth_frames_r', 'sample_r' [K]}), 'truth_frames_r'
+      (mean over clips: the measure's ceiling at this resolution), 'sample_r_mean' (over
+      clips and samples), 'sample_r_min' (the worst sample).
+    'blinks': 'per_clip' (clip id -> {'truth_closed_frames' (eye_open < 0.5 in the curve),
+      'measured_truth_closed_frames', 'truth_frames_r' (measured opening vs the curve; None
+      without a blink), 'sample_closed_frames' [K lists]}), 'truth_frames_r' (mean over
+      clips with a blink), 'samples_with_blink' (fraction of all samples with a closed
+      frame), 'truth_clips_with_blink' (the same fraction for the ground truth),
+      'closed_fraction_samples' and 'closed_fraction_truth' (fraction of frames measured
+      with closed eyes: do the samples blink as often as the data?).
+  """
+  sync, blinks = {}, {}
+  for clip, samples in zip(clips, videos):
+    num_frames = len(clip["frames"])
+    curves = {k: v[1:num_frames] for k, v in truth_curves(raw_dir, clip["clip_id"]).items()}
+    truth = measured_openings(clip["frames"][1:])
+    measured = [measured_openings(s[1:]) for s in samples]
+    sync[clip["clip_id"]] = {
+        "truth_frames_r": pearson_r(truth["mouth_open"], curves["mouth_open"]),
+        "sample_r": [pearson_r(m["mouth_open"], curves["mouth_open"])
+                     for m in measured]}
+    closed_level = 0.5 * float(np.median(truth["eye_open"]))
+    closed = lambda opening: (np.flatnonzero(opening < closed_level) + 1).tolist()
+    blinks[clip["clip_id"]] = {
+        "truth_closed_frames": (np.flatnonzero(curves["eye_open"] < 0.5) + 1).tolist(),
+        "measured_truth_closed_frames": closed(truth["eye_open"]),
+        "truth_frames_r": pearson_r(truth["eye_open"], curves["eye_open"]),
+        "sample_closed_frames": [closed(m["eye_open"]) for m in measured]}
+  sample_r = np.array([r for c in sync.values() for r in c["sample_r"]])
+  sample_r = sample_r[np.isfinite(sample_r)]
+  truth_r = np.array([c["truth_frames_r"] for c in sync.values()])
+  eye_r = np.array([c["truth_frames_r"] for c in blinks.values()])
+  with_blink = [bool(f) for c in blinks.values() for f in c["sample_closed_frames"]]
+  scored = sum(len(c["frames"]) - 1 for c in clips)
+  scored_samples = sum((len(c["frames"]) - 1) * len(v) for c, v in zip(clips, videos))
+  closed_samples = sum(len(f) for c in blinks.values() for f in c["sample_closed_frames"])
+  closed_truth = sum(len(c["measured_truth_closed_frames"]) for c in blinks.values())
+  return {
+      "lip_sync": {"per_clip": sync, "truth_frames_r": _mean(truth_r[np.isfinite(truth_r)]),
+                   "sample_r_mean": _mean(sample_r),
+                   "sample_r_min": float(sample_r.min()) if sample_r.size else None},
+      "blinks": {"per_clip": blinks, "truth_frames_r": _mean(eye_r[np.isfinite(eye_r)]),
+                 "samples_with_blink": _mean(np.array(with_blink, np.float32)),
+                 "truth_clips_with_blink": _mean(np.array(
+                     [bool(c["truth_closed_frames"]) for c in blinks.values()], np.float32)),
+                 "closed_fraction_samples": closed_samples / max(scored_samples, 1),
+                 "closed_fraction_truth": closed_truth / max(scored, 1)}}
+
+
+def _mean(values: np.ndarray) -> float | None:
+  return float(np.mean(values)) if values.size else None

@@ -1,0 +1,464 @@
+"""Inference, one way in: ``talkface_jax.load(workdir).generate(face, audio, num_samples)``.
+
+``load`` reads the config the workdir carries (``workdir.py``) and the newest checkpoint's
+parameters and BatchNorm statistics (not the optimiser state), and returns a ``Generator``:
+
+    import talkface_jax
+    generator = talkface_jax.load("runs/demo")
+    videos = generator.generate("photo.jpg", "speech.wav", num_samples=4, seed=0)
+    # uint8 [4, T, S, S, 3] at 25 fps; write them with the audio:
+    generator.write("out/", videos, "speech.wav")
+
+Every consumer goes through the ``Generator``: the command line's ``--mode=sample``,
+``--mode=eval``, the demo and the end-of-training summaries.
+
+How generation runs. The K samples of B inputs are B * K independent rows: row (b, k) draws
+its latents from ``fold_in(fold_in(key, b), k)``, so a sample is the same whatever else is in
+its batch. The rows are split over the ``data`` axis of the device mesh (padded to a multiple
+of the device count with copies that are dropped), and generated ``config.sample.chunk_frames``
+frames per compiled call with every LSTM state carried across chunks: one compiled program
+serves every input length, device memory does not grow with the audio, and the result equals
+a single ``models.talkface.generate`` call.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from data_prep import audio as audio_prep
+from data_prep import face as face_prep
+from data_prep import schema
+from talkface_jax import checkpointing, errors, media, parallel
+from talkface_jax import workdir as workdir_lib
+from talkface_jax.models import talkface
+
+FPS, SAMPLE_RATE, SAMPLES_PER_FRAME = schema.FPS, schema.SAMPLE_RATE, schema.SAMPLES_PER_FRAME
+# Written into every output folder: what made the videos, and the mark that lets a later
+# run replace the folder as a whole.
+OUTPUT_MANIFEST = "sample.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Speech:
+  """Audio ready for the model: 16 kHz mono samples and one MFCC window per video frame."""
+  samples: np.ndarray  # float32 [T * 640] in [-1, 1].
+  mfcc: np.ndarray  # float32 [T, 28, 12]; window t drives frame t.
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.mfcc)
+
+
+# -------------------------------------------------------------------------------------------------
+# Inputs: a face (photo path or array) and speech (audio path or (samples, rate)).
+# -------------------------------------------------------------------------------------------------
+
+
+def _read_photo(path: str) -> np.ndarray:
+  """An image file as uint8 [H, W, 3]."""
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top  (heavy plugins, lazily)
+  if not os.path.isfile(path):
+    raise errors.UserError(f"face photo {path}: no such file" +
+                           (" (it is a folder)" if os.path.isdir(path) else ""))
+  try:
+    image = np.asarray(iio.imread(path, index=0))
+  except Exception as e:  # imageio raises several types, depending on the plugin.
+    raise errors.UserError(f"face photo {path}: cannot read it as an image ({e})") from e
+  return image
+
+
+def _as_rgb8(image: np.ndarray, name: str) -> np.ndarray:
+  """Grey, RGBA, 16-bit and float images as uint8 [H, W, 3]."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = np.stack([image] * 3, axis=-1)
+  if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 8:
+    raise errors.UserError(f"face {name}: expected an RGB image, got shape {image.shape}")
+  if image.dtype != np.uint8:
+    if np.issubdtype(image.dtype, np.integer):
+      scale = 255.0 / max(1.0, float(np.iinfo(image.dtype).max))
+    else:
+      scale = 255.0  # Floats in [0, 1].
+    image = np.clip(np.round(image.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+  return np.ascontiguousarray(image[..., :3])
+
+
+def align_face(face, resolution: int, aligner: face_prep.FaceAligner | None = None
+               ) -> np.ndarray:
+  """The face of a photo, detected and aligned as the training data were: uint8 [S, S, 3].
+
+  Args:
+    face: an image file's path, or an image array [H, W, 3] (uint8, or floats in [0, 1]).
+    resolution: crop size S.
+    aligner: a ``data_prep.face.FaceAligner`` at ``resolution`` (built if None).
+
+  Raises:
+    UserError: the file cannot be read as an image, or holds no face. Several faces are not
+      an error: the largest is used and a warning is logged.
+  """
+  name = face if isinstance(face, (str, os.PathLike)) else "array"
+  image = _read_photo(os.fspath(face)) if isinstance(face, (str, os.PathLike)) else face
+  image = _as_rgb8(image, name)
+  aligner = aligner or face_prep.FaceAligner(face_prep.AlignConfig(resolution=resolution))
+  try:
+    aligned = aligner.align(image[None])
+  except face_prep.NoFaceError as e:
+    raise errors.UserError(f"face photo {name}: {e}") from e
+  if aligned.stats["max_faces"] > 1:
+    logging.warning("%d faces found in %s; using the largest.", aligned.stats["max_faces"], name)
+  return aligned.frames[0]
+
+
+def prepare_speech(audio) -> Speech:
+  """Speech of any file, rate and channel count, as the model hears it.
+
+  The video gets ``round(duration * 25)`` frames; the waveform is zero-padded or trimmed by
+  less than one frame to exactly that length. Silence is valid input.
+
+  Args:
+    audio: a path (wav, mp3, flac, m4a, or a video with an audio track), or a pair
+      ``(samples, sample_rate)`` with samples [S] or [S, channels], float in [-1, 1] or int.
+
+  Raises:
+    UserError: the file is missing, empty, unreadable, has no audio stream, or lasts less
+      than two video frames.
+  """
+  if isinstance(audio, (str, os.PathLike)):
+    name = os.fspath(audio)
+    try:
+      samples = media.read_audio(name, SAMPLE_RATE)
+    except media.MediaError as e:
+      raise errors.UserError(f"audio {e}") from e
+  else:
+    name = "array"
+    try:
+      samples, rate = audio
+    except (TypeError, ValueError) as e:
+      raise errors.UserError("audio: expected a path or a (samples, sample_rate) pair") from e
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+      samples = samples / float(np.iinfo(samples.dtype).max)
+    samples = samples.astype(np.float32)
+    if samples.ndim == 2:
+      samples = samples.mean(axis=1)
+    if samples.ndim != 1:
+      raise errors.UserError(f"audio array: expected [S] or [S, channels], got {samples.shape}")
+    if int(rate) != SAMPLE_RATE and samples.size:
+      import librosa  # pylint: disable=g-import-not-at-top  (numba start-up, only when needed)
+      samples = librosa.resample(samples, orig_sr=int(rate), target_sr=SAMPLE_RATE)
+  num_frames = (len(samples) + SAMPLES_PER_FRAME // 2) // SAMPLES_PER_FRAME  # Half up.
+  if num_frames < 2:
+    raise errors.UserError(
+        f"audio {name}: {len(samples) / SAMPLE_RATE * 1000:.0f} ms is too short (at least two "
+        f"{1000 // FPS} ms video frames)")
+  samples, _ = audio_prep.fit_to_frames(samples, num_frames)
+  return Speech(samples, audio_prep.mfcc_windows(samples, num_frames))
+
+
+# -------------------------------------------------------------------------------------------------
+# The generator.
+# -------------------------------------------------------------------------------------------------
+
+
+def abstract_variables(model: talkface.TalkFace, resolution: int, mesh):
+  """Shapes of {'params', 'batch_stats'}, each leaf replicated over ``mesh``."""
+  def init():
+    return model.init({"params": jax.random.key(0), "latent": jax.random.key(0)},
+                      jnp.zeros((1, 2, resolution, resolution, 3), jnp.float32),
+                      jnp.zeros((1, 2, schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS),
+                                jnp.float32), train=True)
+  shapes = jax.eval_shape(init)
+  sharding = parallel.replicated(mesh)
+  return {k: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          shapes[k]) for k in ("params", "batch_stats")}
+
+
+def load(workdir: str, step: int | None = None,
+         config: ml_collections.ConfigDict | None = None) -> "Generator":
+  """The generator of a trained workdir.
+
+  Args:
+    workdir: a workdir written by ``run_experiment.py --mode=train``.
+    step: the checkpoint to load; the newest if None.
+    config: a config to use instead of the workdir's (its model keys must agree).
+
+  Raises:
+    UserError: no config or checkpoint in ``workdir``, or a config of another model.
+  """
+  config = workdir_lib.resolve_config(workdir, config)
+  mesh = parallel.make_mesh(config)
+  model = talkface.build_model(config.model)
+  variables, step = checkpointing.restore_variables(
+      workdir, abstract_variables(model, config.model.resolution, mesh), step)
+  return Generator(config, variables, step=step, mesh=mesh)
+
+
+class Generator:
+  """Makes faces speak: K videos per (face, speech) from a trained model's variables.
+
+  Attributes:
+    config: the run's config.
+    model: the ``TalkFace`` module.
+    variables: {'params', 'batch_stats'}.
+    step: the training step the variables come from (None if not from a checkpoint).
+    resolution: frame size S.
+    num_traces: compilations of the chunk function so far: one per (rows, frame size),
+      whatever the number of chunks or inputs.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, variables, step: int | None = None,
+               mesh=None):
+    self.config = config
+    self.model = talkface.build_model(config.model)
+    self.mesh = mesh if mesh is not None else parallel.make_mesh(config)
+    self.variables = jax.device_put(variables, parallel.replicated(self.mesh))
+    self.step = step
+    self.resolution = int(config.model.resolution)
+    self.chunk_frames = int(config.sample.chunk_frames)
+    if self.chunk_frames < 1:
+      raise errors.UserError(f"sample.chunk_frames must be >= 1, got {self.chunk_frames}")
+    self.num_traces = 0
+    self._aligner = None
+    batch_norm = config.model.generation_batch_norm
+    self._start = jax.jit(functools.partial(talkface.start_generation, self.model,
+                                            num_samples=1, batch_norm=batch_norm))
+
+    def chunk(variables, state, mfcc, key_data, deterministic):
+      self.num_traces += 1  # Runs only while tracing.
+      state, frames = talkface.generate_chunk(
+          self.model, variables, state, mfcc, jax.random.wrap_key_data(key_data),
+          batch_norm=batch_norm, deterministic=deterministic)
+      return state, jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
+
+    self._chunk = jax.jit(chunk, static_argnames="deterministic")
+
+  # -- inputs ---------------------------------------------------------------------------------
+
+  def prepare_face(self, face) -> np.ndarray:
+    """``align_face`` at this model's resolution: uint8 [S, S, 3]."""
+    if self._aligner is None:
+      self._aligner = face_prep.FaceAligner(face_prep.AlignConfig(resolution=self.resolution))
+    return align_face(face, self.resolution, self._aligner)
+
+  @staticmethod
+  def prepare_speech(audio) -> Speech:
+    return prepare_speech(audio)
+
+  # -- generation -----------------------------------------------------------------------------
+
+  def generate(self, face, audio, num_samples: int = 1, seed: int = 0) -> np.ndarray:
+    """K videos of ``face`` saying ``audio``.
+
+    Args:
+      face: a photo's path or an image array [H, W, 3] (detected and aligned like the
+        training data).
+      audio: a path, or ``(samples, sample_rate)``.
+      num_samples: K.
+      seed: the latent draws; the same seed gives the same videos.
+
+    Returns:
+      uint8 [K, T, S, S, 3] at 25 fps; T = the audio's duration in frames; frame 0 is the
+      aligned face.
+    """
+    frame0 = self.prepare_face(face)
+    speech = audio if isinstance(audio, Speech) else self.prepare_speech(audio)
+    return self.generate_aligned(frame0[None], speech.mfcc[None], num_samples,
+                                 jax.random.key(seed))[0]
+
+  def generate_aligned(self, frame0: np.ndarray, mfcc: np.ndarray, num_samples: int,
+                       key: jax.Array, deterministic: bool = False) -> np.ndarray:
+    """K videos for each of B already aligned identity frames.
+
+    Args:
+      frame0: uint8 [B, S, S, 3] aligned faces.
+      mfcc: float32 [B, T, 28, 12]; window t drives frame t (window 0 belongs to frame 0).
+      num_samples: K.
+      key: one key, or [B] keys: sample (b, k) draws its latents from
+        ``fold_in(keys[b], k)`` with ``keys[b] = fold_in(key, b)`` for a single key.
+      deterministic: z = the prior's mean (the deterministic baseline); K copies.
+
+    Generation is causal: windows padded after a clip's end do not change its frames, so
+    clips of different lengths can share a batch and be cropped afterwards.
+
+    Returns:
+      uint8 [B, K, T, S, S, 3].
+    """
+    frame0 = np.asarray(frame0)
+    mfcc = np.asarray(mfcc, np.float32)
+    batch, num_frames = mfcc.shape[:2]
+    if frame0.shape != (batch, self.resolution, self.resolution, 3) or num_frames < 1:
+      raise ValueError(f"frame0 {frame0.shape} and mfcc {mfcc.shape}: need B aligned "
+                       f"{self.resolution}x{self.resolution} faces and B sequences of T >= 1 "
+                       "windows")
+    rows_frame0 = np.repeat(frame0, num_samples, axis=0)
+    rows_mfcc = np.repeat(mfcc, num_samples, axis=0)
+    row_keys = jax.vmap(lambda input_key: jax.vmap(lambda k: jax.random.fold_in(
+        input_key, k))(jnp.arange(num_samples)))(talkface.input_keys(key, batch))
+    row_keys = np.asarray(jax.random.key_data(row_keys.reshape(-1)))
+    pieces = list(self._generate_rows(rows_frame0, rows_mfcc, row_keys, deterministic))
+    videos = np.concatenate(pieces, axis=1)
+    return videos.reshape(batch, num_samples, *videos.shape[1:])
+
+  def generate_clips(self, clips: list[dict], num_samples: int, key: jax.Array,
+                     batch_size: int, deterministic: bool = False) -> list[np.ndarray]:
+    """K videos from each clip's first frame and audio, ``batch_size`` clips per call.
+
+    Clip i draws from ``fold_in(key, i)`` (its index in ``clips``), so its videos do not
+    depend on the batch size or the device count.
+
+    Args:
+      clips: dicts with 'frames' uint8 [T_i, S, S, 3] and 'mfcc' [T_i, 28, 12].
+
+    Returns:
+      Per clip, uint8 [K, T_i, S, S, 3].
+    """
+    videos = []
+    for start in range(0, len(clips), batch_size):
+      batch = clips[start:start + batch_size]
+      lengths = [len(c["mfcc"]) for c in batch]
+      mfcc = np.zeros((len(batch), max(lengths), *batch[0]["mfcc"].shape[1:]), np.float32)
+      for i, clip in enumerate(batch):
+        mfcc[i, :lengths[i]] = clip["mfcc"]
+      keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(
+          jnp.arange(start, start + len(batch)))
+      out = self.generate_aligned(np.stack([c["frames"][0] for c in batch]), mfcc,
+                                  num_samples, keys, deterministic)
+      videos.extend(v[:, :n] for v, n in zip(out, lengths))
+    return videos
+
+  def _generate_rows(self, frame0: np.ndarray, mfcc: np.ndarray, key_data: np.ndarray,
+                     deterministic: bool) -> Iterator[np.ndarray]:
+    """Yields uint8 [R, C, S, S, 3] pieces of R rows' videos: frame 0, then chunk by chunk."""
+    rows = len(frame0)
+    devices = self.mesh.devices.size
+    padded = math.ceil(rows / devices) * devices
+    pad = lambda x: np.concatenate([x, np.repeat(x[:1], padded - rows, axis=0)]) if (
+        padded > rows) else x
+    shard = lambda x: parallel.shard_rows(pad(x), self.mesh)
+    state = self._start(self.variables, shard(frame0.astype(np.float32) / 255.0))
+    keys = shard(key_data)
+    yield frame0[:, None]
+    num_frames = mfcc.shape[1]
+    for start in range(1, num_frames, self.chunk_frames):
+      windows = mfcc[:, start:start + self.chunk_frames]
+      valid = windows.shape[1]
+      if valid < self.chunk_frames:
+        windows = np.concatenate([windows, np.zeros(
+            (rows, self.chunk_frames - valid, *windows.shape[2:]), np.float32)], axis=1)
+      state, frames = self._chunk(self.variables, state, shard(windows), keys,
+                                  deterministic=deterministic)
+      yield parallel.to_host(frames)[:rows, :valid]
+
+  # -- outputs --------------------------------------------------------------------------------
+
+  def write(self, out_dir: str, videos: np.ndarray, audio, info: dict | None = None,
+            overwrite: bool = True) -> list[str]:
+    """Writes K videos into ``out_dir`` as whole, with the audio; returns the paths.
+
+    ``out_dir`` gets one mp4 per sample (``sample_00.mp4``, ...), ``grid.mp4`` (all K side
+    by side), ``contact_sheet.png`` and ``sample.json`` (what made them). Everything is
+    written into a hidden folder beside ``out_dir`` first and moved into place at the end,
+    so a failure leaves nothing partial; an existing output folder of an earlier sampling
+    (it has a ``sample.json``) is replaced as a whole, so no file of an earlier run stays
+    beside the new ones. Any other existing non-empty folder is refused.
+
+    Args:
+      out_dir: output folder.
+      videos: uint8 [K, T, S, S, 3].
+      audio: a path, ``(samples, rate)`` or ``Speech``: muxed into the mp4s.
+      info: extra fields for ``sample.json``.
+      overwrite: False refuses any existing ``out_dir``.
+
+    Raises:
+      UserError: ``out_dir`` cannot be written, is a file, or is a folder of other files.
+    """
+    speech = audio if isinstance(audio, Speech) else self.prepare_speech(audio)
+    manifest = {"step": self.step, "num_samples": len(videos), "frames": int(videos.shape[1]),
+                "fps": FPS, **(info or {})}
+    return write_outputs(out_dir, videos, speech.samples, manifest, overwrite)
+
+
+def output_names(num_samples: int) -> list[str]:
+  """Files of one output folder: per-sample mp4s, grid mp4, contact sheet, manifest."""
+  return ([f"sample_{k:02d}.mp4" for k in range(num_samples)] +
+          ["grid.mp4", "contact_sheet.png", OUTPUT_MANIFEST])
+
+
+def check_output_dir(out_dir: str, overwrite: bool = True) -> None:
+  """Raises UserError if ``out_dir`` cannot receive a sampling's outputs (see ``write``)."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise errors.UserError(f"output {out_dir}: exists and is not a folder")
+  if os.path.isdir(out_dir) and os.listdir(out_dir):
+    if not overwrite:
+      raise errors.UserError(f"output {out_dir}: exists (pass overwrite=True / --overwrite)")
+    if not os.path.isfile(os.path.join(out_dir, OUTPUT_MANIFEST)):
+      raise errors.UserError(f"output {out_dir}: a folder of other files (no {OUTPUT_MANIFEST}"
+                             " of an earlier sampling); choose an empty or new folder")
+  probe = os.path.dirname(os.path.abspath(out_dir))
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise errors.UserError(f"output {out_dir}: cannot write there ({probe} is not a folder)")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise errors.UserError(f"output {out_dir}: cannot write there ({probe} is not writable)")
+
+
+def write_outputs(out_dir: str, videos: np.ndarray, samples: np.ndarray, manifest: dict,
+                  overwrite: bool = True) -> list[str]:
+  """``Generator.write`` for already prepared audio samples (16 kHz mono)."""
+  out_dir = os.path.abspath(out_dir)
+  check_output_dir(out_dir, overwrite)
+  parent = os.path.dirname(out_dir)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".partial",
+                               dir=parent)
+  except OSError as e:
+    raise errors.UserError(f"output {out_dir}: cannot write there ({e.strerror or e})") from e
+  try:
+    names = output_names(len(videos))
+    for name, video in zip(names, videos):
+      media.write_video(os.path.join(staging, name), video, fps=FPS, audio=samples,
+                        sample_rate=SAMPLE_RATE)
+    cols = math.ceil(math.sqrt(len(videos)))
+    media.write_video(os.path.join(staging, names[-3]), media.grid_video(list(videos), cols),
+                      fps=FPS, audio=samples, sample_rate=SAMPLE_RATE)
+    media.write_png(os.path.join(staging, names[-2]), media.contact_sheet(
+        list(videos), labels=[f"z{k}" for k in range(len(videos))]))
+    with open(os.path.join(staging, names[-1]), "w") as f:
+      json.dump(manifest, f, indent=2, default=str)
+    _publish(staging, out_dir)
+  except media.MediaError as e:
+    raise errors.UserError(f"output {out_dir}: {e}") from e
+  finally:
+    if os.path.isdir(staging):
+      shutil.rmtree(staging, ignore_errors=True)
+  return [os.path.join(out_dir, name) for name in names]
+
+
+def _publish(staging: str, out_dir: str) -> None:
+  """Moves the finished ``staging`` folder to ``out_dir``, replacing an earlier one whole."""
+  # Temporary files and folders are private (0600/0700); outputs get the usual permissions.
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in os.listdir(staging):
+    os.chmod(os.path.join(staging, name), 0o666 & ~umask)
+  os.chmod(staging, 0o777 & ~umask)
+  old = None
+  if os.path.isdir(out_dir):
+    old = f"{staging}.old"
+    os.rename(out_dir, old)
+  os.rename(staging, out_dir)
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
