@@ -19,7 +19,10 @@ missing or bad file, no face, unreadable audio, a bad flag or config) prints one
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter.
+# TensorFlow serves only tf.data here: no start-up chatter from its C++ side (the oneDNN notice
+# is what makes it log before its logging is set up).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -1,7 +1,8 @@
 """Sampling speed: frames/s and real-time factor of generation with K latent draws per input.
 
-Generation runs through ``sampling.ChunkedGenerator`` (one compiled chunk function, every LSTM
-state carried across chunks), as ``--mode=sample`` and evaluation do. The model has random
+Generation runs through ``inference.Generator`` (one compiled chunk function, every LSTM state
+carried across chunks, the K samples of an input as K rows), as ``--mode=sample``, evaluation
+and ``talkface_jax.load`` do. The model has random
 weights: speed does not depend on them. The real-time factor is video seconds generated per
 wall-clock second for one input (25 fps), so > 1 is faster than real time; with K draws it
 counts the K videos of an input together as K x its duration.
@@ -17,10 +18,10 @@ import jax
 import numpy as np
 
 from benchmarks import train_step as train_bench
-from talkface_jax import sampling
+from talkface_jax import inference
 from talkface_jax.models import talkface
 
-FPS = sampling.FPS
+FPS = inference.FPS
 
 
 def bench(config, num_samples: int, num_frames: int, batch: int, reps: int) -> dict:
@@ -32,14 +33,14 @@ def bench(config, num_samples: int, num_frames: int, batch: int, reps: int) -> d
   variables = jax.jit(model.init)({"params": jax.random.key(0), "latent": jax.random.key(1)},
                                   frame0[:, None].repeat(2, 1).astype(np.float32) / 255,
                                   mfcc[:, :2])
-  generator = sampling.make_generator(config, model, num_samples)
+  generator = inference.Generator(config, variables)
   start = time.perf_counter()
-  generator(variables, frame0, mfcc, jax.random.key(2))  # Compiles.
+  generator.generate_aligned(frame0, mfcc, num_samples, jax.random.key(2))  # Compiles.
   compile_s = time.perf_counter() - start
   times = []
   for i in range(reps):
     start = time.perf_counter()
-    videos = generator(variables, frame0, mfcc, jax.random.key(3 + i))
+    videos = generator.generate_aligned(frame0, mfcc, num_samples, jax.random.key(3 + i))
     times.append(time.perf_counter() - start)
   assert videos.shape == (batch, num_samples, num_frames, r, r, 3), videos.shape
   wall = float(np.median(times))

@@ -624,7 +624,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--track_min_correlation", type=float, default=0.5,
                  help="re-detect tracked frames whose face patch correlates less than this")
   p.add_argument("--align_on", default="nose", choices=("nose", "nose_eyes"),
-                 help="landmarks the crops are aligned on; nose_eyes is REFERENCE.md's "
+                 help="landmarks the crops are aligned on; nose_eyes is the release's "
                       "choice, which lets blinks move the crop (README, design choices)")
   p.add_argument("--min_frames", type=int, default=8)
   p.add_argument("--no_progress", action="store_true")

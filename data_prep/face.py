@@ -53,7 +53,7 @@ class AlignConfig:
     smooth_sigma: std (frames) of the temporal Gaussian on the stable points; 0 disables.
     track_min_correlation: a frame between detections whose tracked face patch correlates
       less than this with the nearest detected one is checked by the detector.
-    align_on: 'nose' (points 27-35) or 'nose_eyes' (27-47, REFERENCE.md's choice, which
+    align_on: 'nose' (points 27-35) or 'nose_eyes' (27-47, the release's choice, which
       lets blinks move the crop): the points the similarity is fitted to
       (``template.ALIGN_POINTS``).
   """

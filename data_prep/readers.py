@@ -1,6 +1,6 @@
 """Raw dataset layouts on disk -> a sorted list of clips, and decoding a clip's video.
 
-Layouts (see /work/shared/REFERENCE.md):
+Layouts (docs/REFERENCE.md, "Raw dataset layouts"):
 
 * ``grid``: speaker folders ``sN`` holding ``*.mpg`` videos (searched recursively, so
   ``sN/video/mpg_6000/`` works too); audio as a same-named ``.wav`` found anywhere under a

@@ -14,7 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from talkface_jax import errors, input_pipeline
+import talkface_jax.errors as errors
+import talkface_jax.input_pipeline as input_pipeline
 
 
 class Checkpointer:

@@ -33,7 +33,10 @@ from clu import metric_writers
 
 from data_prep import face
 from data_prep import fileio
-from talkface_jax import errors, inference, input_pipeline, metrics
+import talkface_jax.errors as errors
+import talkface_jax.inference as inference
+import talkface_jax.input_pipeline as input_pipeline
+import talkface_jax.metrics as metrics
 
 _MOUTH = slice(48, 68)  # Dlib's mouth points, as stored in the shards for LMD.
 

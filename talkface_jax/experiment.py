@@ -19,8 +19,12 @@ import numpy as np
 from absl import logging
 
 from data_prep import fileio, prepare, synthetic_checks
-from talkface_jax import errors, evaluation, inference, sampling, train
-from talkface_jax import workdir as workdir_lib
+import talkface_jax.errors as errors
+import talkface_jax.evaluation as evaluation
+import talkface_jax.inference as inference
+import talkface_jax.sampling as sampling
+import talkface_jax.train as train
+import talkface_jax.workdir as workdir_lib
 
 METRICS_FILE = "metrics.json"
 
@@ -66,7 +70,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
       raise errors.UserError("--mode=train needs --config (or a workdir that stores one)")
   evaluation.check_config(config)
   if config.data.prepare:
-    prepare.ensure_shards(config)
+    try:
+      prepare.ensure_shards(config)
+    except (ValueError, FileNotFoundError) as e:  # data_prep's errors: the config's data.
+      raise errors.UserError(str(e)) from e
   state = train.train_and_evaluate(config, workdir)
   if int(state.step) < config.train.num_steps:
     logging.info("Training stopped at step %d of %d: evaluation and samples come when it "

@@ -39,8 +39,11 @@ from absl import logging
 from data_prep import audio as audio_prep
 from data_prep import face as face_prep
 from data_prep import schema
-from talkface_jax import checkpointing, errors, media, parallel
-from talkface_jax import workdir as workdir_lib
+import talkface_jax.checkpointing as checkpointing
+import talkface_jax.errors as errors
+import talkface_jax.media as media
+import talkface_jax.parallel as parallel
+import talkface_jax.workdir as workdir_lib
 from talkface_jax.models import talkface
 
 FPS, SAMPLE_RATE, SAMPLES_PER_FRAME = schema.FPS, schema.SAMPLE_RATE, schema.SAMPLES_PER_FRAME

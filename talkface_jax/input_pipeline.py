@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data_prep import schema
-from talkface_jax import errors
+import talkface_jax.errors as errors
 
 
 class DataNotFoundError(errors.UserError):

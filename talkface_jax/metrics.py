@@ -1,6 +1,6 @@
 """Evaluation metrics: SSIM, PSNR, LMD, diversity, lip-sync r, best-of-K.
 
-This module owns every number the evaluation reports (REFERENCE.md, Metrics):
+This module owns every number the evaluation reports (docs/REFERENCE.md, "Metrics"):
 
 * `ssim` and `psnr` on frames in [0, 1], equal to scikit-image's
   `structural_similarity(..., data_range=1, gaussian_weights=True,

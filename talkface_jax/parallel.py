@@ -15,7 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from talkface_jax import errors
+import talkface_jax.errors as errors
 
 DATA_AXIS = "data"
 _Position = TypeVar("_Position")

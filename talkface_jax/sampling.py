@@ -22,7 +22,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from talkface_jax import errors, inference, input_pipeline, media
+import talkface_jax.errors as errors
+import talkface_jax.inference as inference
+import talkface_jax.input_pipeline as input_pipeline
+import talkface_jax.media as media
 
 # -------------------------------------------------------------------------------------------------
 # Held-out clips.

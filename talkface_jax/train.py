@@ -21,9 +21,14 @@ import tqdm
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from talkface_jax import checkpointing, errors, inference, input_pipeline, losses, parallel
-from talkface_jax import sampling
-from talkface_jax import workdir as workdir_lib
+import talkface_jax.checkpointing as checkpointing
+import talkface_jax.errors as errors
+import talkface_jax.inference as inference
+import talkface_jax.input_pipeline as input_pipeline
+import talkface_jax.losses as losses
+import talkface_jax.parallel as parallel
+import talkface_jax.sampling as sampling
+import talkface_jax.workdir as workdir_lib
 from talkface_jax.models import talkface
 
 # -------------------------------------------------------------------------------------------------

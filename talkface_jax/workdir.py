@@ -21,7 +21,7 @@ import os
 import ml_collections
 
 from data_prep import fileio
-from talkface_jax import errors
+import talkface_jax.errors as errors
 
 CONFIG_FILE = "config.json"
 # Config sections that decide the checkpoint's shapes: they must agree with the stored config,

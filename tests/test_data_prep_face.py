@@ -159,7 +159,7 @@ def test_mouth_opening_grows_when_the_mouth_opens(clip):
   yy, xx = np.mgrid[:128, :128]
   gap = ((xx - cx) / 14) ** 2 + ((yy - cy) / 7) ** 2 <= 1
   opened[:, gap] = (40, 10, 15)
-  closed_opening = face.mouth_opening(closed)
-  opened_opening = face.mouth_opening(opened)
+  closed_opening = face.mouth_opening(face.landmarks_on_aligned(closed), 128)
+  opened_opening = face.mouth_opening(face.landmarks_on_aligned(opened), 128)
   assert closed_opening.shape == (4,) and closed_opening.dtype == np.float32
   assert (opened_opening > closed_opening + 0.05).all()

@@ -13,7 +13,7 @@ import pytest
 from configs import demo as demo_config
 from data_prep import build as build_lib
 from data_prep import prepare
-from talkface_jax import demo, media
+from talkface_jax import experiment, media
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +23,14 @@ def _tiny_config(tmp_path) -> ml_collections.ConfigDict:
   config.data.dir = str(tmp_path / "shards")
   config.data.raw_dir = str(tmp_path / "raw")
   return config
+
+
+def _readme_python_example() -> str:
+  """The README's ```python block (the Python API example)."""
+  with open(os.path.join(ROOT, "README.md")) as f:
+    text = f.read()
+  start = text.index("```python\n") + len("```python\n")
+  return text[start:text.index("```", start)]
 
 
 def _run_demo(tmp_path):
@@ -61,7 +69,7 @@ def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
   assert os.path.exists(work / f"eval_{step}.json")
 
   # metrics.json: the evaluation's figures and lip sync against the synthetic truth.
-  with open(work / demo.METRICS_FILE) as f:
+  with open(work / experiment.METRICS_FILE) as f:
     metrics = json.load(f)
   assert metrics["step"] == step
   evaluation = metrics["evaluation"]
@@ -107,7 +115,22 @@ def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
   res = config.model.resolution
   side_frames, _ = media.read_video(side[0])
   assert side_frames.shape[1:] == (res, res * (1 + config.sample.num_samples), 3)
-  assert "Demo finished at step" in first.stdout
+  assert "Finished at step" in first.stdout
+  # A quiet console: progress, warnings and the summaries; library logs are in WORKDIR/log.
+  assert "I0000" not in first.stderr and "absl" not in first.stderr, first.stderr[-3000:]
+  assert " INFO " not in first.stderr and "Orbax" not in first.stderr, first.stderr[-3000:]
+  assert glob.glob(str(work / "log" / "talkface*INFO*"))
+  # The workdir carries its config: sampling needs nothing else.
+  with open(work / "config.json") as f:
+    assert json.load(f)["model"]["resolution"] == config.model.resolution
+
+  # The README's Python example runs on the demo's outputs.
+  example = _readme_python_example().replace('"runs/demo', f'"{work}').replace(
+      '"data/demo/raw', f'"{tmp_path / "raw"}')
+  run = subprocess.run([sys.executable, "-c", example], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "uint8" in run.stdout and (work / "api_example" / "grid.mp4").exists()
 
   # Preparing again finds the corpus and the shards complete and redoes nothing.
   shard_files = sorted(glob.glob(str(tmp_path / "shards" / "*.tfrecord*")))

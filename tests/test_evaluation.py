@@ -4,14 +4,19 @@ import glob
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import skimage.metrics
 
 from configs import grid
-from talkface_jax import evaluation, experiment, train
+from data_prep import face, template
+from talkface_jax import evaluation, experiment, inference, train
 from tests import fixtures_raw, shard_fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_frame_scores_equal_scikit_image_and_skip_frame_zero():
@@ -43,18 +48,16 @@ def aligned_clip():
           "mouth_landmarks": aligned.mouth_landmarks}
 
 
-def test_mouth_opening_from_landmarks_equals_data_prep(aligned_clip):
-  from data_prep import face  # pylint: disable=g-import-not-at-top
-  frames = aligned_clip["frames"]
-  np.testing.assert_allclose(
-      evaluation.mouth_opening(face.landmarks_on_aligned(frames), 64),
-      face.mouth_opening(frames), rtol=1e-6)
+def test_mouth_opening_grows_with_the_inner_lip_gap():
+  landmarks = np.zeros((2, 68, 2), np.float32)
+  landmarks[1, list(face.LOWER_INNER_LIP), 1] = 3.0  # Lower inner lip 3 px below the upper.
+  opening = face.mouth_opening(landmarks, 64)
+  np.testing.assert_allclose(opening, [0.0, 3.0 / template.inter_ocular(64)], rtol=1e-6)
 
 
 def test_score_clip_on_the_truth_and_on_a_mouth_only_change(aligned_clip):
-  from data_prep import face  # pylint: disable=g-import-not-at-top
   frames = aligned_clip["frames"]
-  truth_opening = evaluation.mouth_opening(face.landmarks_on_aligned(frames[1:]), 64)
+  truth_opening = face.mouth_opening(face.landmarks_on_aligned(frames[1:]), 64)
   masks = evaluation.region_masks(64)
   perfect = evaluation.score_clip(np.stack([frames, frames]), aligned_clip, truth_opening, masks)
   np.testing.assert_allclose(perfect["ssim"], 1.0, atol=1e-6)
@@ -99,8 +102,7 @@ _FIELDS = {
     "still_frame_ssim", "still_frame_psnr"}
 
 
-@pytest.mark.slow
-def test_eval_of_a_trained_checkpoint_writes_every_field(tmp_path, capsys):
+def _trained_workdir(tmp_path):
   shard_fixtures.write_tiny_dataset(str(tmp_path / "data"), num_frames=10)
   config = grid.get_config("tiny")
   config.model.conv_impl = "xla"
@@ -109,7 +111,13 @@ def test_eval_of_a_trained_checkpoint_writes_every_field(tmp_path, capsys):
   config.sample.chunk_frames = 4
   workdir = str(tmp_path / "work")
   train.train_and_evaluate(config, workdir)
-  experiment.run(config, workdir, "eval")
+  return config, workdir
+
+
+@pytest.mark.slow
+def test_eval_of_a_trained_checkpoint_writes_every_field(tmp_path, capsys):
+  config, workdir = _trained_workdir(tmp_path)
+  experiment.run(None, workdir, "eval")  # The workdir's own config.
   with open(os.path.join(workdir, "eval_2.json")) as f:
     results = json.load(f)
   assert set(results) == _FIELDS
@@ -125,10 +133,43 @@ def test_eval_of_a_trained_checkpoint_writes_every_field(tmp_path, capsys):
   assert 0 < results["still_frame_ssim"] <= 1 and math.isfinite(results["still_frame_psnr"])
   assert "mean of K" in capsys.readouterr().out
   assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
-  # The clips are a seeded random choice: the same seed gives the same clips.
-  again = evaluation.evaluate(config, workdir)
+  # The clips are a seeded random choice: the same seed gives the same clips, and the clips'
+  # videos do not depend on how many clips share a generation batch.
+  config.eval.batch_size = 1
+  again = evaluation.evaluate(inference.load(workdir, config=config), workdir)
   assert again["clip_ids"] == results["clip_ids"]
-  assert again["ssim_mean_of_k"] == pytest.approx(results["ssim_mean_of_k"])
+  for name in ("ssim_mean_of_k", "psnr_mean_of_k", "deterministic_ssim"):
+    assert again[name] == pytest.approx(results[name], rel=1e-6), name
+
+
+_EVAL_ON_DEVICES = """
+import json, sys
+sys.path.insert(0, {root!r})
+from talkface_jax import evaluation, inference
+generator = inference.load({workdir!r})
+scores = evaluation.evaluate_clips(generator, evaluation.input_pipeline.load_clips(
+    generator.config, "test", 2, seed=0))
+print("RESULT" + json.dumps({{k: v for k, v in scores.items() if isinstance(v, float)}}))
+"""
+
+
+@pytest.mark.slow
+def test_eval_on_eight_devices_equals_one(tmp_path):
+  _, workdir = _trained_workdir(tmp_path)
+  results = {}
+  for devices in (1, 8):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices)}
+    run = subprocess.run([sys.executable, "-c", _EVAL_ON_DEVICES.format(root=ROOT,
+                                                                        workdir=workdir)],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = [l for l in run.stdout.splitlines() if l.startswith("RESULT")][-1]
+    results[devices] = json.loads(line[len("RESULT"):])
+  assert results[1].keys() == results[8].keys() and "ssim_best_of_k" in results[1]
+  for name, value in results[1].items():
+    # 2 clips x K = 2 samples = 4 rows padded to 8 and split over 8 devices: the same rows,
+    # the same keys; float32 convolutions of other batch sizes may differ in the last bits.
+    assert results[8][name] == pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True), name
 
 
 def test_eye_opening_is_the_eye_aspect_ratio():
@@ -139,4 +180,4 @@ def test_eye_opening_is_the_eye_aspect_ratio():
     landmarks[:, start:start + 6] = eye
   landmarks[1, [37, 38, 43, 44], 1] = 0.0
   landmarks[1, [40, 41, 46, 47], 1] = 0.0
-  np.testing.assert_allclose(evaluation.eye_opening(landmarks), [0.5, 0.0], atol=1e-7)
+  np.testing.assert_allclose(face.eye_opening(landmarks), [0.5, 0.0], atol=1e-7)

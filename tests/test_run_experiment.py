@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import grid
-from talkface_jax import experiment, parallel
+from talkface_jax import checkpointing, parallel, train
 from talkface_jax.models import talkface
 from tests import shard_fixtures
 
@@ -29,10 +29,17 @@ def _run(workdir, data_dir, *flags, env=None):
 
 
 def _final_params(workdir):
+  """(step, whole train state: parameters, statistics, optimiser) of the newest checkpoint."""
   config = grid.get_config("tiny")
   config.model.conv_impl = "xla"
   model = talkface.build_model(config.model)
-  state = experiment.restore_latest(config, str(workdir), model, parallel.make_mesh(config))
+  abstract = train.abstract_train_state(config, model, train.make_optimizer(config),
+                                        parallel.make_mesh(config))
+  ckpt = checkpointing.Checkpointer(str(workdir), config)
+  try:
+    state, _ = ckpt.restore(ckpt.latest_step(), abstract)
+  finally:
+    ckpt.close()
   return int(state.step), jax.device_get(state)
 
 
@@ -73,6 +80,22 @@ def test_killed_run_resumes_to_the_same_parameters(data_dir, tmp_path):
 
 def test_missing_data_stops_with_a_clear_error(tmp_path):
   result = _run(tmp_path / "work", str(tmp_path / "no_shards_here"))
-  assert result.returncode != 0
-  assert "no pre-processed shards" in result.stderr
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.startswith("error: ") and "no pre-processed shards" in result.stderr
   assert "python -m data_prep.build" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mode=sample", "--face=/no/such/photo.jpg", "--audio=/no/such.wav"],
+     "config.json: no such file"),
+    (["--mode=bogus"], "flag --mode"),
+    (["--mode=eval", "--face=x.jpg"], "need --mode=sample")])
+def test_user_errors_print_one_line_and_exit_2(tmp_path, flags, message):
+  cmd = [sys.executable, os.path.join(ROOT, "run_experiment.py"), f"--workdir={tmp_path}",
+         *flags]
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert lines and lines[-1].startswith("error: ") and message in lines[-1], lines
+  assert "Traceback" not in result.stderr

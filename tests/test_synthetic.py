@@ -266,10 +266,10 @@ def test_aligned_eye_measure_follows_blinks_and_blinks_barely_move_the_crop(temp
     return aligned["blinking"], diff[:, outside].mean()
 
   blinking, moved = align_and_compare("nose")
-  opening = evaluation.eye_opening(face.landmarks_on_aligned(blinking))
+  opening = face.eye_opening(face.landmarks_on_aligned(blinking))
   assert np.corrcoef(opening, eye)[0, 1] > 0.8, opening
   assert opening[12:14].max() < 0.5 * np.median(opening)  # Closed: under half the open level.
-  # Aligning on the eyes too (REFERENCE.md's points) lets a blink move the whole crop; the
-  # nose alone moves it much less.
+  # Aligning on the eyes too (the release's points, docs/REFERENCE.md) lets a blink move the
+  # whole crop; the nose alone moves it much less.
   _, moved_with_eyes = align_and_compare("nose_eyes")
   assert moved < 0.5 * moved_with_eyes, (moved, moved_with_eyes)

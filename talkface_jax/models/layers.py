@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from talkface_jax.ops import conv
+
 # The release initialises conv and linear weights from N(0, 0.02) and BatchNorm scales from
 # N(1, 0.02) (DCGAN/SVG habit).
 conv_init = nn.initializers.normal(stddev=0.02)
@@ -20,7 +22,6 @@ def conv_function(impl: str) -> Callable[..., jax.Array]:
   """The ``lax.conv_general_dilated`` replacement that ``nn.Conv`` should call for ``impl``."""
   if impl == "xla":
     return jax.lax.conv_general_dilated
-  from talkface_jax.ops import conv  # pylint: disable=g-import-not-at-top
   fast = conv.conv_general_dilated_for(impl)
   if impl == "auto" and fast is not jax.lax.conv_general_dilated:
     return functools.partial(_matmul_wgrad_on_large_maps, fast)
