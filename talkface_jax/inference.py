@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 from absl import logging
 
 from data_prep import audio as audio_prep
@@ -306,9 +307,7 @@ class Generator:
                        "windows")
     rows_frame0 = np.repeat(frame0, num_samples, axis=0)
     rows_mfcc = np.repeat(mfcc, num_samples, axis=0)
-    row_keys = jax.vmap(lambda input_key: jax.vmap(lambda k: jax.random.fold_in(
-        input_key, k))(jnp.arange(num_samples)))(talkface.input_keys(key, batch))
-    row_keys = np.asarray(jax.random.key_data(row_keys.reshape(-1)))
+    row_keys = self._row_key_data(key, batch, num_samples)
     pieces = list(self._generate_rows(rows_frame0, rows_mfcc, row_keys, deterministic))
     videos = np.concatenate(pieces, axis=1)
     return videos.reshape(batch, num_samples, *videos.shape[1:])
@@ -340,6 +339,13 @@ class Generator:
       videos.extend(v[:, :n] for v, n in zip(out, lengths))
     return videos
 
+  @staticmethod
+  def _row_key_data(key: jax.Array, batch: int, num_samples: int) -> np.ndarray:
+    """uint32 key data [B * K, 2] of rows (b, k): ``fold_in(keys[b], k)``."""
+    row_keys = jax.vmap(lambda input_key: jax.vmap(lambda k: jax.random.fold_in(
+        input_key, k))(jnp.arange(num_samples)))(talkface.input_keys(key, batch))
+    return np.asarray(jax.random.key_data(row_keys.reshape(-1)))
+
   def _generate_rows(self, frame0: np.ndarray, mfcc: np.ndarray, key_data: np.ndarray,
                      deterministic: bool) -> Iterator[np.ndarray]:
     """Yields uint8 [R, C, S, S, 3] pieces of R rows' videos: frame 0, then chunk by chunk."""
@@ -367,7 +373,7 @@ class Generator:
 
   def write(self, out_dir: str, videos: np.ndarray, audio, info: dict | None = None,
             overwrite: bool = True) -> list[str]:
-    """Writes K videos into ``out_dir`` as whole, with the audio; returns the paths.
+    """Writes K videos into ``out_dir`` as a whole, with the audio; returns the paths.
 
     ``out_dir`` gets one mp4 per sample (``sample_00.mp4``, ...), ``grid.mp4`` (all K side
     by side), ``contact_sheet.png`` and ``sample.json`` (what made them). Everything is
@@ -387,9 +393,43 @@ class Generator:
       UserError: ``out_dir`` cannot be written, is a file, or is a folder of other files.
     """
     speech = audio if isinstance(audio, Speech) else self.prepare_speech(audio)
-    manifest = {"step": self.step, "num_samples": len(videos), "frames": int(videos.shape[1]),
-                "fps": FPS, **(info or {})}
-    return write_outputs(out_dir, videos, speech.samples, manifest, overwrite)
+    videos = np.asarray(videos)
+    return write_outputs(out_dir, [videos], videos.shape[:2], speech.samples,
+                         self._manifest(videos.shape[0], videos.shape[1], info), overwrite)
+
+  def generate_to_files(self, face, audio, out_dir: str, num_samples: int = 1, seed: int = 0,
+                        info: dict | None = None, overwrite: bool = True,
+                        progress: bool = False) -> list[str]:
+    """``generate`` then ``write``, streamed: frames go to the encoders chunk by chunk.
+
+    Memory stays that of one chunk whatever the audio's length (K videos of 30 minutes are
+    never held at once). The outputs and guarantees are ``write``'s; the videos equal
+    ``generate``'s. With several processes, all of them call this and process 0 writes.
+
+    Raises:
+      UserError: a bad face, audio or output folder (all checked before generating).
+    """
+    check_output_dir(out_dir, overwrite)
+    frame0 = self.prepare_face(face)
+    speech = audio if isinstance(audio, Speech) else self.prepare_speech(audio)
+    key_data = self._row_key_data(jax.random.key(seed), 1, num_samples)
+    pieces = self._generate_rows(np.repeat(frame0[None], num_samples, axis=0),
+                                 np.repeat(speech.mfcc[None], num_samples, axis=0), key_data,
+                                 deterministic=False)
+    if jax.process_index() != 0:  # Generation is collective; process 0 writes.
+      for _ in pieces:
+        pass
+      return []
+    if progress:
+      pieces = tqdm.tqdm(pieces, total=1 + math.ceil((speech.num_frames - 1) /
+                                                     self.chunk_frames),
+                         desc="generating", unit="chunk", leave=False)
+    return write_outputs(out_dir, pieces, (num_samples, speech.num_frames), speech.samples,
+                         self._manifest(num_samples, speech.num_frames, info), overwrite)
+
+  def _manifest(self, num_samples: int, num_frames: int, info: dict | None) -> dict:
+    return {"step": self.step, "num_samples": num_samples, "frames": int(num_frames),
+            "fps": FPS, "resolution": self.resolution, **(info or {})}
 
 
 def output_names(num_samples: int) -> list[str]:
@@ -417,11 +457,25 @@ def check_output_dir(out_dir: str, overwrite: bool = True) -> None:
     raise errors.UserError(f"output {out_dir}: cannot write there ({probe} is not writable)")
 
 
-def write_outputs(out_dir: str, videos: np.ndarray, samples: np.ndarray, manifest: dict,
-                  overwrite: bool = True) -> list[str]:
-  """``Generator.write`` for already prepared audio samples (16 kHz mono)."""
+def write_outputs(out_dir: str, pieces, shape: tuple[int, int], samples: np.ndarray,
+                  manifest: dict, overwrite: bool = True) -> list[str]:
+  """Writes K videos that arrive in pieces (``Generator.write``'s files); returns the paths.
+
+  Args:
+    out_dir: output folder.
+    pieces: uint8 [K, C_i, S, S, 3] pieces, consecutive in time.
+    shape: (K, T), T the sum of the C_i.
+    samples: 16 kHz mono audio muxed into the mp4s.
+    manifest: ``sample.json``'s fields.
+    overwrite: False refuses any existing ``out_dir``.
+  """
   out_dir = os.path.abspath(out_dir)
   check_output_dir(out_dir, overwrite)
+  num_samples, num_frames = shape
+  names = output_names(num_samples)
+  # The contact sheet's columns: evenly spaced frames, always the first and the last.
+  columns = np.round(np.linspace(0, num_frames - 1, min(16, num_frames))).astype(int)
+  cols = math.ceil(math.sqrt(num_samples))
   parent = os.path.dirname(out_dir)
   try:
     os.makedirs(parent, exist_ok=True)
@@ -429,22 +483,38 @@ def write_outputs(out_dir: str, videos: np.ndarray, samples: np.ndarray, manifes
                                dir=parent)
   except OSError as e:
     raise errors.UserError(f"output {out_dir}: cannot write there ({e.strerror or e})") from e
+  writers = []
   try:
-    names = output_names(len(videos))
-    for name, video in zip(names, videos):
-      media.write_video(os.path.join(staging, name), video, fps=FPS, audio=samples,
-                        sample_rate=SAMPLE_RATE)
-    cols = math.ceil(math.sqrt(len(videos)))
-    media.write_video(os.path.join(staging, names[-3]), media.grid_video(list(videos), cols),
-                      fps=FPS, audio=samples, sample_rate=SAMPLE_RATE)
+    sheet_frames, start = [], 0
+    for piece in pieces:
+      piece = np.asarray(piece)
+      if not writers:
+        size = piece.shape[2:4]
+        writers = [media.VideoWriter(os.path.join(staging, name), *size, fps=FPS,
+                                     audio=samples, sample_rate=SAMPLE_RATE)
+                   for name in names[:num_samples]]
+        writers.append(media.VideoWriter(
+            os.path.join(staging, names[-3]), size[0] * math.ceil(num_samples / cols),
+            size[1] * cols, fps=FPS, audio=samples, sample_rate=SAMPLE_RATE))
+      for writer, video in zip(writers, piece):
+        writer.write(video)
+      writers[-1].write(media.grid_video(list(piece), cols))
+      picked = columns[(columns >= start) & (columns < start + piece.shape[1])]
+      sheet_frames.append(piece[:, picked - start])
+      start += piece.shape[1]
+    for writer in writers:
+      writer.close()
     media.write_png(os.path.join(staging, names[-2]), media.contact_sheet(
-        list(videos), labels=[f"z{k}" for k in range(len(videos))]))
+        list(np.concatenate(sheet_frames, axis=1)),
+        labels=[f"z{k}" for k in range(num_samples)]))
     with open(os.path.join(staging, names[-1]), "w") as f:
       json.dump(manifest, f, indent=2, default=str)
     _publish(staging, out_dir)
   except media.MediaError as e:
     raise errors.UserError(f"output {out_dir}: {e}") from e
   finally:
+    for writer in writers:
+      writer.abort()
     if os.path.isdir(staging):
       shutil.rmtree(staging, ignore_errors=True)
   return [os.path.join(out_dir, name) for name in names]

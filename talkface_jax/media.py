@@ -335,16 +335,111 @@ def _as_video(frames: np.ndarray, name: str = 'frames') -> np.ndarray:
   return frames
 
 
+class VideoWriter:
+  """An H.264 mp4 (yuv420p) written chunk by chunk, with the audio muxed as AAC when given.
+
+  Frames go to ffmpeg as they come, so a video of any length needs memory for one chunk only.
+  The file appears under `path` only when `close` has finished it; `abort` (or leaving a
+  `with` block by an exception) removes everything. yuv420p needs even sizes, so odd heights
+  or widths are scaled up by one pixel. Video and audio keep their own lengths.
+
+  Raises (from any method):
+    MediaError: the directory cannot be written or ffmpeg fails (it names the file).
+  """
+
+  def __init__(self, path: str, height: int, width: int, fps: float = 25.0,
+               audio: Optional[np.ndarray] = None, sample_rate: int = 16000,
+               timeout: float = 600.0):
+    self.path = os.fspath(path)
+    self.num_frames = 0
+    self._size = (height, width)
+    self._timeout = timeout
+    wav = None if audio is None else _wav_bytes(audio, sample_rate)
+    self._temp_video = _temporary_sibling(self.path, '.mp4')
+    self._temp_audio = None
+    self._log = tempfile.TemporaryFile()
+    command = [_ffmpeg(), '-hide_banner', '-nostdin', '-y',
+               '-loglevel', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24',
+               '-s', f'{width}x{height}', '-r', str(fps), '-i', '-']
+    if wav is not None:
+      self._temp_audio = _temporary_sibling(self.path, '.wav')
+      with open(self._temp_audio, 'wb') as f:
+        f.write(wav)
+      command += ['-i', self._temp_audio]
+    command += ['-map', '0:v:0', '-c:v', 'libx264', '-crf', str(_H264_CRF),
+                '-preset', 'medium', '-pix_fmt', 'yuv420p',
+                '-vf', 'scale=trunc((iw+1)/2)*2:trunc((ih+1)/2)*2',
+                '-r', str(fps)]
+    if wav is not None:
+      command += ['-map', '1:a:0', '-c:a', 'aac', '-b:a', _AAC_BITRATE]
+    # faststart puts the index first so browsers can play while downloading.
+    command += ['-movflags', '+faststart', '-f', 'mp4', self._temp_video]
+    self._process = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
+
+  def write(self, frames: np.ndarray) -> None:
+    """Appends uint8 [T, H, W, 3] RGB frames."""
+    frames = _as_video(frames)
+    if frames.shape[1:3] != self._size:
+      raise ValueError(f'frames are {frames.shape[1:3]}, the video {self._size}.')
+    try:
+      self._process.stdin.write(np.ascontiguousarray(frames).tobytes())
+    except OSError as error:  # A broken pipe: ffmpeg has exited.
+      message = self._error_message(str(error))
+      self.abort()
+      raise MediaError(self.path, f'ffmpeg stopped taking frames ({message})') from error
+    self.num_frames += len(frames)
+
+  def close(self) -> None:
+    """Finishes the file and moves it to `path`."""
+    try:
+      self._process.stdin.close()
+      returncode = self._process.wait(timeout=self._timeout)
+      if returncode != 0 or self.num_frames == 0:
+        raise MediaError(self.path, f'ffmpeg could not encode {self.num_frames} frames '
+                         f'({self._error_message("no frames")})')
+      os.replace(self._temp_video, self.path)
+    except subprocess.TimeoutExpired as error:
+      raise MediaError(self.path, f'ffmpeg did not finish in {self._timeout:.0f} s') from error
+    finally:
+      self.abort()
+
+  def _error_message(self, fallback: str) -> str:
+    """ffmpeg's last error line, once it has exited; ``fallback`` if it said nothing."""
+    try:
+      self._process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      return fallback
+    self._log.seek(0)
+    text = self._log.read()
+    return _last_error_line(text) if text.strip() else fallback
+
+  def abort(self) -> None:
+    """Stops ffmpeg and removes the temporary files (the final file is left as it was)."""
+    if self._process.poll() is None:
+      self._process.kill()
+      self._process.wait()
+    for temp in (self._temp_video, self._temp_audio):
+      if temp is not None:
+        _remove_quietly(temp)
+    self._log.close()
+
+  def __enter__(self) -> 'VideoWriter':
+    return self
+
+  def __exit__(self, error_type, error, traceback) -> None:
+    if error_type is None:
+      self.close()
+    else:
+      self.abort()
+
+
 def write_video(path: str,
                 frames: np.ndarray,
                 fps: float = 25.0,
                 audio: Optional[np.ndarray] = None,
                 sample_rate: int = 16000) -> None:
-  """Writes an H.264 mp4 (yuv420p), with the audio muxed as AAC when given.
-
-  yuv420p needs even sizes, so odd heights or widths are scaled up by one
-  pixel. Video and audio keep their own lengths (neither is cut to the other).
-  The file appears under `path` only once ffmpeg has finished it.
+  """Writes an H.264 mp4 (yuv420p) of all `frames` at once; see `VideoWriter`.
 
   Args:
     path: destination .mp4 file; overwritten if it exists.
@@ -357,39 +452,9 @@ def write_video(path: str,
     ValueError: frames or audio have the wrong shape or type.
     MediaError: the directory cannot be written or ffmpeg fails.
   """
-  path = os.fspath(path)
   frames = _as_video(frames)
-  wav = None if audio is None else _wav_bytes(audio, sample_rate)
-  num_frames, height, width, _ = frames.shape
-  temp_video = _temporary_sibling(path, '.mp4')
-  temp_audio = None
-  try:
-    command = [_ffmpeg(), '-hide_banner', '-nostdin', '-y',
-               '-loglevel', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24',
-               '-s', f'{width}x{height}', '-r', str(fps), '-i', '-']
-    if wav is not None:
-      temp_audio = _temporary_sibling(path, '.wav')
-      with open(temp_audio, 'wb') as f:
-        f.write(wav)
-      command += ['-i', temp_audio]
-    command += ['-map', '0:v:0', '-c:v', 'libx264', '-crf', str(_H264_CRF),
-                '-preset', 'medium', '-pix_fmt', 'yuv420p',
-                '-vf', 'scale=trunc((iw+1)/2)*2:trunc((ih+1)/2)*2',
-                '-r', str(fps)]
-    if wav is not None:
-      command += ['-map', '1:a:0', '-c:a', 'aac', '-b:a', _AAC_BITRATE]
-    # faststart puts the index first so browsers can play while downloading.
-    command += ['-movflags', '+faststart', '-f', 'mp4', temp_video]
-    result = subprocess.run(command, input=frames.tobytes(),
-                            capture_output=True, check=False)
-    if result.returncode != 0:
-      raise MediaError(path, f'ffmpeg could not encode {num_frames} frames '
-                       f'({_last_error_line(result.stderr)})')
-    os.replace(temp_video, path)
-  finally:
-    _remove_quietly(temp_video)
-    if temp_audio is not None:
-      _remove_quietly(temp_audio)
+  with VideoWriter(path, frames.shape[1], frames.shape[2], fps, audio, sample_rate) as writer:
+    writer.write(frames)
 
 
 def write_png(path: str, image: np.ndarray) -> None:

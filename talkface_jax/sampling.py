@@ -20,6 +20,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 from absl import logging
 
 import talkface_jax.errors as errors
@@ -192,25 +193,24 @@ def sample_files(generator: inference.Generator, requests: list[FileRequest],
   Returns:
     The report. With a single request its error is raised instead.
   """
-  import tqdm  # pylint: disable=g-import-not-at-top
   written, failed = {}, {}
+  show = jax.process_index() == 0
   for i, request in enumerate(tqdm.tqdm(requests, desc="sampling", unit="input",
-                                        disable=len(requests) < 2 or jax.process_index() > 0)):
+                                        disable=len(requests) < 2 or not show)):
     logging.info("Input %d / %d: %s + %s -> %s", i + 1, len(requests), request.face,
                  request.audio, request.out)
     try:
-      inference.check_output_dir(request.out)  # Fails before the (long) generation.
       speech = generator.prepare_speech(request.audio)
-      started = time.perf_counter()
-      videos = generator.generate(request.face, speech, num_samples, seed)
-      seconds = time.perf_counter() - started
-      logging.info("%d frames x %d samples in %.1f s, %.2fx real time (the first input "
-                   "includes compilation)", videos.shape[1], len(videos), seconds,
-                   videos.shape[1] / inference.FPS / seconds)
       info = {"face": os.path.abspath(request.face), "audio": os.path.abspath(request.audio),
               "seed": seed}
-      if jax.process_index() == 0:
-        written[request.out] = generator.write(request.out, videos, speech, info)
+      started = time.perf_counter()
+      written[request.out] = generator.generate_to_files(
+          request.face, speech, request.out, num_samples, seed, info,
+          progress=show and speech.num_frames > 10 * generator.chunk_frames)
+      seconds = time.perf_counter() - started
+      logging.info("%d frames x %d samples generated and written in %.1f s, %.2fx real time "
+                   "(the first input includes compilation)", speech.num_frames, num_samples,
+                   seconds, speech.num_frames / inference.FPS / seconds)
     except errors.UserError as e:
       if len(requests) == 1:
         raise

@@ -377,8 +377,8 @@ def test_python_api_paths_and_arrays_give_the_same_videos(workdir, files):
 def test_checkpoint_that_does_not_match_the_config(workdir, tmp_path):
   config = _tiny_config()
   config.model.encoder_widths = (8, 8, 16, 32)
-  with pytest.raises(errors.UserError, match=r"model.encoder_widths \(workdir \(8, 8, 16, 16\), "
-                     r"given \(8, 8, 16, 32\)\)"):
+  with pytest.raises(errors.UserError, match=r"model.encoder_widths \(workdir \[8, 8, 16, 16\], "
+                     r"given \[8, 8, 16, 32\]\)"):
     talkface_jax.load(workdir, config=config)
   os.remove(workdir_lib.config_path(workdir))
   try:  # A workdir without its config (an older version's): the checkpoint itself refuses.
