@@ -16,6 +16,7 @@ missing or bad file, no face, unreadable audio, a bad flag or config) prints one
 ``error: ...`` line and exits with status 2.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -39,6 +40,9 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None,
 flags.mark_flags_as_required(["workdir"])
 
 USER_ERROR_STATUS = 2
+# Log records from these folders are the project's own (shown on the console when warnings).
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+_PROJECT_DIRS = tuple(os.path.join(_ROOT, d) + os.sep for d in ("talkface_jax", "data_prep"))
 
 
 def _user_error(message: str) -> None:
@@ -55,16 +59,38 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []
 
 
+class _ConsoleFilter(std_logging.Filter):
+  """What the console shows of the logs: errors, and this project's own warnings.
+
+  The libraries' warnings (TensorFlow and TFDS deprecations, Orbax's timing notes) stay in the
+  log file; ``--verbosity=1`` shows everything from INFO up.
+  """
+
+  def __init__(self, show_info: bool):
+    super().__init__()
+    self.show_info = show_info
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if self.show_info or record.levelno >= std_logging.ERROR:
+      return True
+    ours = os.path.abspath(record.pathname).startswith(_PROJECT_DIRS)
+    return record.levelno >= std_logging.WARNING and ours
+
+
 def _log_to_workdir(workdir: str) -> None:
-  """Library logs to WORKDIR/log/; the console keeps warnings (INFO with --verbosity >= 1)."""
+  """Every log record to WORKDIR/log/; the console gets ``_ConsoleFilter``'s share."""
   log_dir = os.path.join(workdir, "log")
   try:
     os.makedirs(log_dir, exist_ok=True)
   except OSError as e:
     _user_error(f"workdir {workdir}: cannot create {log_dir} ({e.strerror or e})")
   logging.get_absl_handler().use_absl_log_file("talkface", log_dir)
-  if not flags.FLAGS["stderrthreshold"].present:
-    logging.set_stderrthreshold("info" if flags.FLAGS.verbosity >= 1 else "warning")
+  logging.set_stderrthreshold("fatal")  # The console handler below decides instead.
+  console = std_logging.StreamHandler(sys.stderr)
+  console.setFormatter(std_logging.Formatter("%(levelname)s: %(message)s"))
+  console.addFilter(_ConsoleFilter(show_info=flags.FLAGS.verbosity >= 1))
+  std_logging.getLogger().addHandler(console)
+  std_logging.captureWarnings(True)  # Python warnings of the libraries: to the log file.
 
 
 def main(argv):

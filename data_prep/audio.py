@@ -123,12 +123,25 @@ def mfcc(signal: np.ndarray, sample_rate: int = schema.SAMPLE_RATE) -> np.ndarra
   signal = np.asarray(signal, np.float64)
   emphasized = np.append(signal[:1], signal[1:] - PREEMPHASIS * signal[:-1])
   frames = _frame_signal(emphasized, int(round(WINDOW_SECONDS * sample_rate)),
-                         int(round(HOP_SECONDS * sample_rate)))
+                         int(round(HOP_SECONDS * sample_rate)))  # A strided view.
+  bank = mel_filterbank(sample_rate).T
+  # Frames are independent: blocks of them bound the spectra's memory (a 30-minute recording
+  # would need ~1.5 GB of FFT at once) without changing any value.
+  blocks = [_cepstra(frames[i:i + _FRAMES_PER_BLOCK], bank)
+            for i in range(0, len(frames), _FRAMES_PER_BLOCK)]
+  return np.concatenate(blocks)
+
+
+_FRAMES_PER_BLOCK = 6000  # 60 s of 10 ms frames: ~25 MB of spectra.
+
+
+def _cepstra(frames: np.ndarray, bank: np.ndarray) -> np.ndarray:
+  """``mfcc`` of a block of windowed frames [N, L] with the mel filters [NFFT/2+1, 26]."""
   power = np.abs(np.fft.rfft(frames, NFFT)) ** 2 / NFFT
   eps = np.finfo(float).eps
   energy = power.sum(axis=1)
   energy = np.where(energy == 0, eps, energy)  # log(0) on digital silence
-  filtered = power @ mel_filterbank(sample_rate).T
+  filtered = power @ bank
   filtered = np.where(filtered == 0, eps, filtered)
   cepstra = scipy.fft.dct(np.log(filtered), type=2, axis=1, norm="ortho")[:, :NUM_CEPSTRA]
   n = np.arange(NUM_CEPSTRA)

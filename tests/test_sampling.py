@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 
 import imageio.v3 as iio
 import imageio_ffmpeg
@@ -390,3 +391,46 @@ def test_checkpoint_that_does_not_match_the_config(workdir, tmp_path):
     workdir_lib.write_config(workdir, _tiny_config())
   with pytest.raises(errors.UserError, match="no checkpoint"):
     talkface_jax.load(str(tmp_path), config=_tiny_config())
+
+
+_STREAM_PEAK_MEMORY = """
+import resource, sys
+import numpy as np, scipy.io.wavfile
+sys.path.insert(0, {root!r})
+from talkface_jax import inference
+from tests import test_sampling
+config, _, variables = test_sampling._tiny_state_for_subprocess()
+generator = inference.Generator(config, variables)
+scipy.io.wavfile.write({wav!r}, 16000, (np.random.default_rng(0).normal(
+    size=int({seconds} * 16000)) * 1000).astype(np.int16))
+generator.generate_to_files({face!r}, {wav!r}, {out!r}, num_samples=2)
+print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _tiny_state_for_subprocess():
+  config = _tiny_config()
+  config.sample.chunk_frames = 75
+  mesh = parallel.make_mesh(config)
+  model = talkface.build_model(config.model)
+  state = train.create_train_state(config, model, train.make_optimizer(config), mesh)
+  return config, model, train.variables_of(state)
+
+
+@pytest.mark.slow
+def test_long_audio_is_streamed_in_bounded_memory(files, tmp_path):
+  peaks = {}
+  for seconds in (60, 600):
+    out = tmp_path / f"out_{seconds}"
+    script = _STREAM_PEAK_MEMORY.format(
+        root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        wav=str(tmp_path / f"{seconds}.wav"), seconds=seconds, face=files["face.png"],
+        out=str(out))
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    peaks[seconds] = int(run.stdout.split("PEAK")[-1])
+    assert media.probe(str(out / "sample_01.mp4")).duration == pytest.approx(seconds, abs=0.1)
+  # Ten times the audio: the K = 2 videos alone would need 10 x 1500 x 64 x 64 x 3 x 2 bytes
+  # (370 MB) more if they were held; streamed, only the audio and its MFCC grow (~60 MB).
+  assert peaks[600] < 1.3 * peaks[60], peaks
