@@ -1,8 +1,9 @@
 """TFRecord shard writing with TFDS metadata, so ``tfds.builder_from_directory`` loads the output.
 
 File names follow TFDS's template ``{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}``. A shard is
-written to a temporary name and renamed into place only when complete, so a crash never leaves a
-file that looks finished. ``write_metadata`` writes ``dataset_info.json``/``features.json`` for
+written to a temporary name and renamed into place only when complete (:mod:`data_prep.fileio`),
+so a crash never leaves a file that looks finished; ``out_dir`` may be local or a
+``tf.io.gfile`` URL (``gs://...``). ``write_metadata`` writes ``dataset_info.json``/``features.json`` for
 complete splits, counting the records of the shards on disk.
 """
 
@@ -17,6 +18,7 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_prep import fileio
 from data_prep import schema
 
 
@@ -35,17 +37,12 @@ def shard_path(out_dir: str, split: str, index: int, num_shards: int) -> str:
 
 def write_shard(path: str, serialized_examples: Iterable[bytes]) -> int:
   """Writes one TFRecord shard atomically (temp file + rename); returns its record count."""
-  tmp_path = f"{path}.tmp-{os.getpid()}"
   count = 0
-  try:
+  with fileio.atomic_path(path) as tmp_path:
     with tf.io.TFRecordWriter(tmp_path) as writer:
       for record in serialized_examples:
         writer.write(record)
         count += 1
-    os.replace(tmp_path, path)
-  finally:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
   return count
 
 
@@ -93,7 +90,7 @@ def split_info(out_dir: str, split: str, num_shards: int,
       a large dataset again); counted on disk otherwise.
   """
   paths = [shard_path(out_dir, split, i, num_shards) for i in range(num_shards)]
-  missing = [p for p in paths if not os.path.exists(p)]
+  missing = [p for p in paths if not fileio.exists(p)]
   if missing:
     raise FileNotFoundError(f"split {split!r} is incomplete: missing {missing[:3]}")
   if shard_lengths is None:
@@ -102,7 +99,7 @@ def split_info(out_dir: str, split: str, num_shards: int,
     raise ValueError(f"{len(shard_lengths)} shard lengths for {num_shards} shards")
   return tfds.core.SplitInfo(
       name=split, shard_lengths=list(shard_lengths),
-      num_bytes=sum(os.path.getsize(p) for p in paths),
+      num_bytes=sum(fileio.getsize(p) for p in paths),
       filename_template=filename_template(out_dir, split))
 
 
@@ -138,7 +135,7 @@ def write_dataset(out_dir: str, split_examples: Mapping[str, Sequence[dict]], re
     resolution: frame size H = W of every example.
     examples_per_shard: at most this many examples per shard.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.makedirs(out_dir)
   features = schema.features(resolution)
   split_num_shards = {}
   for split, examples in split_examples.items():
