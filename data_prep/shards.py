@@ -10,6 +10,7 @@ complete splits, counting the records of the shards on disk.
 import functools
 import io
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -30,9 +31,9 @@ def filename_template(out_dir: str, split: str) -> tfds.core.ShardedFileTemplate
 
 
 def shard_path(out_dir: str, split: str, index: int, num_shards: int) -> str:
-  """Final path of shard ``index`` of ``num_shards`` of ``split``."""
-  return os.fspath(filename_template(out_dir, split).sharded_filepath(
-      shard_index=index, num_shards=num_shards))
+  """Final path of shard ``index`` of ``num_shards`` of ``split`` (TFDS's file-name template)."""
+  return fileio.join(out_dir, f"{schema.DATASET_NAME}-{split}.tfrecord-"
+                              f"{index:05d}-of-{num_shards:05d}")
 
 
 def write_shard(path: str, serialized_examples: Iterable[bytes]) -> int:
@@ -70,7 +71,17 @@ def serialize_example(example: Mapping[str, object], resolution: int) -> bytes:
   schema.check_example(example, resolution)
   example = dict(example, frames=encode_png(np.asarray(example["frames"])))
   features = _features(resolution)
-  return features.serialize_example(features.encode_example(example))
+  return _deterministic(features.serialize_example(features.encode_example(example)))
+
+
+def _deterministic(serialized: bytes) -> bytes:
+  """The same tf.train.Example with its feature map in sorted order.
+
+  Protobuf writes map entries in hash order, which differs between processes (Python's string
+  hashing is randomised), so the same example serialized in two worker processes would give
+  different bytes; sorted, every runner and worker count gives byte-identical shards.
+  """
+  return tf.train.Example.FromString(serialized).SerializeToString(deterministic=True)
 
 
 def count_records(path: str) -> int:
@@ -108,6 +119,10 @@ def write_metadata(out_dir: str, resolution: int, split_num_shards: Mapping[str,
                    shard_lengths: Mapping[str, Sequence[int]] | None = None) -> None:
   """Writes TFDS metadata (dataset_info.json, features.json) for complete splits.
 
+  TFDS writes through ``etils.epath``, which knows local paths and a few object stores; the
+  files are written to a local folder and copied (atomically each) into ``out_dir`` through
+  :mod:`data_prep.fileio`, so any filesystem ``tf.io.gfile`` knows works.
+
   Args:
     out_dir: the shard folder.
     resolution: frame size of the examples.
@@ -116,13 +131,26 @@ def write_metadata(out_dir: str, resolution: int, split_num_shards: Mapping[str,
     shard_lengths: optional split name -> records per shard (else counted on disk).
   """
   shard_lengths = shard_lengths or {}
-  split_infos = [split_info(out_dir, split, n, shard_lengths.get(split))
-                 for split, n in split_num_shards.items()]
-  tfds.folder_dataset.write_metadata(
-      data_dir=out_dir, features=schema.features(resolution), split_infos=split_infos,
-      version=schema.SCHEMA_VERSION,
-      filename_template=filename_template(out_dir, next(iter(split_num_shards))),
-      check_data=False, description=description)
+  with tempfile.TemporaryDirectory(prefix="talkface-metadata-") as local:
+    split_infos, placeholders = [], set()
+    for split, n in split_num_shards.items():
+      # TFDS looks for the shard files in its data_dir: empty stand-ins (check_data=False).
+      for index in range(n):
+        placeholder = shard_path(local, split, index, n)
+        open(placeholder, "wb").close()
+        placeholders.add(os.path.basename(placeholder))
+      info = split_info(out_dir, split, n, shard_lengths.get(split))
+      split_infos.append(tfds.core.SplitInfo(
+          name=info.name, shard_lengths=info.shard_lengths, num_bytes=info.num_bytes,
+          filename_template=filename_template(local, split)))
+    tfds.folder_dataset.write_metadata(
+        data_dir=local, features=schema.features(resolution), split_infos=split_infos,
+        version=schema.SCHEMA_VERSION,
+        filename_template=filename_template(local, next(iter(split_num_shards))),
+        check_data=False, description=description)
+    for name in sorted(set(os.listdir(local)) - placeholders):
+      with open(os.path.join(local, name), "rb") as f:
+        fileio.write_bytes(fileio.join(out_dir, name), f.read())
 
 
 def write_dataset(out_dir: str, split_examples: Mapping[str, Sequence[dict]], resolution: int,
@@ -145,5 +173,6 @@ def write_dataset(out_dir: str, split_examples: Mapping[str, Sequence[dict]], re
       for example in chunk:
         schema.check_example(example, resolution)
       write_shard(shard_path(out_dir, split, index, num_shards),
-                  (features.serialize_example(features.encode_example(e)) for e in chunk))
+                  (_deterministic(features.serialize_example(features.encode_example(e)))
+                   for e in chunk))
   write_metadata(out_dir, resolution, split_num_shards)
