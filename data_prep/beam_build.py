@@ -16,7 +16,9 @@ manifest are written by the driver afterwards, as in the pool path.
 Default options: the DirectRunner in multi-processing mode with ``num_workers`` workers (in
 memory for 0). On a cluster pass e.g. ``--beam_options="--runner=FlinkRunner
 --flink_master=host:8081 --environment_type=LOOPBACK"`` or Dataflow's options; ``out_dir``
-(and its ``_work`` cache) must then be on storage every worker reaches (``gs://...``).
+(and its ``_work`` cache) must then be on storage every worker reaches (``gs://...``), and
+the workers need this package: add ``--setup_file=./setup.py`` (Dataflow) or a container
+image with it installed.
 Needs the ``beam`` extra (``pip install -e ".[beam]"``). Imports no JAX.
 """
 

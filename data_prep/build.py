@@ -231,14 +231,24 @@ def plan_shards(splits: dict[str, str], clips_per_shard: int) -> list[ShardPlan]
 # ---------------------------------------------------------------------------------------------
 
 
-def clip_identity(source: readers.ClipSource, raw_dir: str) -> str:
+def clip_identity(source: readers.ClipSource, raw_dir: str, sizes: dict | None = None) -> str:
   """The clip's content identity: its files' paths relative to ``raw_dir`` and their sizes.
 
   Not the absolute path: a corpus that is moved, copied or reached through a symlink keeps
   its identity (and its cached clips and shards).
   """
-  parts = [f"{readers.relpath(p, raw_dir)}:{fileio.getsize(p)}" for p in source.files()]
+  size = (lambda p: sizes[p]) if sizes is not None else fileio.getsize
+  parts = [f"{readers.relpath(p, raw_dir)}:{size(p)}" for p in source.files()]
   return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def clip_identities(clips: Sequence[readers.ClipSource], raw_dir: str) -> dict[str, str]:
+  """clip id -> :func:`clip_identity`; file sizes are read by 32 threads on remote storage."""
+  paths = [p for c in clips for p in c.files()]
+  threads = 1 if fileio.is_local(raw_dir) else 32
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    sizes = dict(zip(paths, pool.map(fileio.getsize, paths, chunksize=64)))
+  return {c.clip_id: clip_identity(c, raw_dir, sizes) for c in clips}
 
 
 def _cache_key(clip_id: str, fingerprint: str, identity: str = "") -> str:
@@ -531,7 +541,7 @@ class _Run:
     self.scan = scan
     self.fingerprint = config.fingerprint()
     self.sources = {c.clip_id: c for c in scan.clips}
-    self.identities = {c.clip_id: clip_identity(c, config.raw_dir) for c in scan.clips}
+    self.identities = clip_identities(scan.clips, config.raw_dir)
     self.splits = assign_splits(scan.clips, config)
     self.plan = plan_shards(self.splits, config.clips_per_shard)
     self.jobs = [ShardJob(s, tuple(self.key(i) for i in s.clip_ids)) for s in self.plan]
@@ -557,7 +567,7 @@ def _identity_of(identities: dict[str, str]) -> str:
 
 def corpus_identity(scan: readers.Scan, raw_dir: str) -> str:
   """Content identity of a whole corpus: clip ids, files relative to ``raw_dir``, sizes."""
-  return _identity_of({c.clip_id: clip_identity(c, raw_dir) for c in scan.clips})
+  return _identity_of(clip_identities(scan.clips, raw_dir))
 
 
 def _remove_incomplete_outputs(out_dir: str) -> None:
@@ -598,20 +608,25 @@ def _process_pool(run: _Run, jobs: list[str], on_clip) -> None:
   # A process pool executor, not multiprocessing.Pool: a worker killed by the OOM killer
   # breaks the run with an error instead of hanging it.
   workers = min(config.num_workers, len(jobs))
-  with concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-    pending = set()
-    for arg in args:
-      pending.add(pool.submit(_worker_process, arg))
-      if len(pending) >= 4 * workers:  # A bounded queue: memory does not grow with the corpus.
-        done, pending = concurrent.futures.wait(
-            pending, return_when=concurrent.futures.FIRST_COMPLETED)
-        for future in done:
-          info = future.result()
-          on_clip(info["clip_id"], info)
-    for future in concurrent.futures.as_completed(pending):
-      info = future.result()
-      on_clip(info["clip_id"], info)
+  try:
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+      pending = set()
+      for arg in args:
+        pending.add(pool.submit(_worker_process, arg))
+        if len(pending) >= 4 * workers:  # A bounded queue: memory does not grow with the corpus.
+          done, pending = concurrent.futures.wait(
+              pending, return_when=concurrent.futures.FIRST_COMPLETED)
+          for future in done:
+            info = future.result()
+            on_clip(info["clip_id"], info)
+      for future in concurrent.futures.as_completed(pending):
+        info = future.result()
+        on_clip(info["clip_id"], info)
+  except concurrent.futures.process.BrokenProcessPool as e:
+    raise BuildError(
+        "a worker process died (killed by a signal, e.g. the out-of-memory killer; try fewer "
+        "--num_workers); finished clips and shards are kept: run the build again") from e
 
 
 @contextlib.contextmanager
