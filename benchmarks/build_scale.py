@@ -65,6 +65,7 @@ def _tree_rss(root_pid: int) -> dict[int, int]:
 def run_build(args, runner: str) -> dict:
   out = os.path.join(args.out_root, runner)
   shutil.rmtree(out, ignore_errors=True)
+  os.makedirs(args.out_root, exist_ok=True)
   command = [sys.executable, "-m", "data_prep.build", f"--dataset={args.dataset}",
              f"--raw_dir={args.raw_dir}", f"--out_dir={out}", f"--resolution={args.resolution}",
              f"--num_workers={args.num_workers}", f"--runner={runner}", "--no_progress"]

@@ -60,7 +60,7 @@ class AlignConfig:
     identity_min_correlation: consecutive detections whose face patches correlate less than
       this are a shot cut or another person: the clip is cut there (the same face measured
       at 0.39 or more with fast motion, 0.81 or more in the synthetic LRW clips).
-    align_on: 'nose' (points 27-35) or 'nose_eyes' (27-47, REFERENCE.md's choice, which
+    align_on: 'nose' (points 27-35) or 'nose_eyes' (27-47, the original pre-processing's, which
       lets blinks move the crop): the points the similarity is fitted to
       (``template.ALIGN_POINTS``).
   """

@@ -23,7 +23,7 @@ TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "mean_face.npy")
 
 # Points that the per-frame similarity transform is fitted to (``AlignConfig.align_on``);
 # none moves with speech, unlike jaw and lips.
-# - 'nose_eyes' (27-47): REFERENCE.md's nose and eyes. The eyes move with blinks: Dlib's fit
+# - 'nose_eyes' (27-47): the original pre-processing's nose and eyes. The eyes move with blinks: Dlib's fit
 #   of a closing eye moves its lids and corners, which shifts and scales the whole crop at
 #   every blink (synthetic corpus at 64x64: mean |difference| outside the eyes up to 0.076
 #   in a blink frame between two renderings that differ only in blink times).
