@@ -988,4 +988,7 @@ def format_summary(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  # Run the copy imported under the module's own name: functions and classes pickled for
+  # worker processes (Beam's above all) must be data_prep.build's, not __main__'s.
+  import data_prep.build  # pylint: disable=g-import-not-at-top,import-self
+  data_prep.build.main(sys.argv[1:])

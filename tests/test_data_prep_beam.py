@@ -6,6 +6,8 @@ Needs the ``beam`` extra (CI installs it); skipped where apache-beam is not inst
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -102,3 +104,15 @@ def test_beam_multiprocessing_on_an_lrw_tree(tmp_path):
   assert _shard_bytes(out) == _shard_bytes(pool)
   assert _records(out) == _records(pool)
   assert summary["totals"]["clips_skipped"] == 1
+
+
+@pytest.mark.slow
+def test_command_line_beam_with_worker_processes(grid_tree, grid_pool, tmp_path):
+  """``python -m data_prep.build --runner=beam``: worker processes unpickle data_prep.build's
+  functions and classes (not __main__'s)."""
+  out = str(tmp_path / "beam")
+  subprocess.run([sys.executable, "-m", "data_prep.build", "--dataset=grid",
+                  f"--raw_dir={grid_tree}", f"--out_dir={out}", f"--resolution={RESOLUTION}",
+                  "--clips_per_shard=3", "--num_workers=1", "--runner=beam", "--no_progress"],
+                 check=True, capture_output=True)
+  assert _shard_bytes(out) == _shard_bytes(grid_pool)
