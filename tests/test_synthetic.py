@@ -9,7 +9,10 @@ import wave
 import numpy as np
 import pytest
 
+from data_prep import audio
+from data_prep import readers
 from data_prep import synthetic
+from data_prep import video
 
 # pylint: disable=redefined-outer-name
 
@@ -293,9 +296,6 @@ def test_command_line_writes_the_same_bytes(corpus, tmp_path):
 
 
 def test_lrw_layout(tmp_path):
-  from data_prep import audio  # pylint: disable=g-import-not-at-top
-  from data_prep import readers  # pylint: disable=g-import-not-at-top
-  from data_prep import video  # pylint: disable=g-import-not-at-top
   roots = [str(tmp_path / "a"), str(tmp_path / "b")]
   for root in roots:
     synthetic.generate_corpus(root, 2, 3, seed=1, layout="lrw", num_words=1)
