@@ -16,7 +16,7 @@ API::
   write_bytes(path, data)            # atomic
   write_text(path, text)             # atomic, UTF-8
   write_json(path, obj, **json_kw)   # atomic
-  with atomic_path(path) as tmp:     # for writers that take a path (TFRecordWriter, ffmpeg)
+  with atomic_path(path, suffix=".mp4") as tmp:  # writers that take a path (ffmpeg, TFRecord)
     write_into(tmp)
   with local_copy(path) as local:    # a local file for tools that need one (ffmpeg)
     decode(local)
@@ -130,21 +130,26 @@ def _rename(src: str, dst: str) -> None:
     tf.io.gfile.rename(src, dst, overwrite=True)
 
 
-def temp_name(path) -> str:
-  """A sibling of ``path`` unique to this host, process and call."""
+def temp_name(path, suffix: str = "") -> str:
+  """A sibling of ``path`` unique to this host, process and call, ending in ``suffix``."""
   path = os.fspath(path)
   host = socket.gethostname().replace("/", "_").replace("-", "_")
-  return f"{path}{TEMP_MARK}{host}-{os.getpid()}-{next(_counter)}"
+  return f"{path}{TEMP_MARK}{host}-{os.getpid()}-{next(_counter)}{suffix}"
 
 
 @contextlib.contextmanager
-def atomic_path(path) -> Iterator[str]:
+def atomic_path(path, suffix: str = "") -> Iterator[str]:
   """Yields a temporary path to write; renames it to ``path`` if the block succeeds.
 
   The temporary file is removed if the block raises (or never created it).
+
+  Args:
+    path: the final path.
+    suffix: appended to the temporary name, e.g. ``".mp4"`` for tools that choose the format
+      by the file extension (ffmpeg).
   """
   path = os.fspath(path)
-  tmp = temp_name(path)
+  tmp = temp_name(path, suffix)
   try:
     yield tmp
     _rename(tmp, path)

@@ -341,3 +341,13 @@ def test_another_face_after_a_cut_is_not_mixed_in(tmp_path):
   assert record["status"] == "used"
   assert record["face"]["kept_frames"] == [0, 16]
   assert any("shot cut or other face" in w for w in record["warnings"])
+
+
+def test_atomic_path_keeps_an_extension_for_tools_that_need_one(tmp_path):
+  target = str(tmp_path / "clip.mp4")
+  with fileio.atomic_path(target, suffix=".mp4") as tmp:
+    assert tmp.endswith(".mp4") and ".tmp-" in tmp
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-t", "0.2", "-pix_fmt",
+            "yuv420p", tmp)
+  assert os.listdir(tmp_path) == ["clip.mp4"]
+  assert video.read_video(target).frames.shape == (5, 32, 32, 3)
