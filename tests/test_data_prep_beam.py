@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from data_prep import build
+from data_prep import synthetic
 from tests import fixtures_raw
 
 beam = pytest.importorskip("apache_beam")
@@ -116,3 +117,17 @@ def test_command_line_beam_with_worker_processes(grid_tree, grid_pool, tmp_path)
                   "--clips_per_shard=3", "--num_workers=1", "--runner=beam", "--no_progress"],
                  check=True, capture_output=True)
   assert _shard_bytes(out) == _shard_bytes(grid_pool)
+
+
+@pytest.mark.slow
+def test_beam_equals_pool_on_the_demo_s_synthetic_corpus(tmp_path):
+  raw = str(tmp_path / "raw")
+  synthetic.generate_corpus(raw, 1, 3, seed=0)
+  outs = {}
+  for runner in ("pool", "beam"):
+    outs[runner] = str(tmp_path / runner)
+    build.build("grid", raw, outs[runner], RESOLUTION, num_workers=0, progress=False,
+                runner=runner, split_rule="sentences", heldout_per_speaker=1)
+  assert len(_shard_bytes(outs["pool"])) == 2
+  assert _shard_bytes(outs["beam"]) == _shard_bytes(outs["pool"])
+  assert _records(outs["beam"]) == _records(outs["pool"])
