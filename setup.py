@@ -40,5 +40,9 @@ setuptools.setup(
         "pillow>=10",
         "tqdm>=4.66",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # data_prep.build --runner=beam (DirectRunner locally; Dataflow/Flink/Spark on a cluster).
+        "beam": ["apache-beam==2.77.0"],
+    },
 )

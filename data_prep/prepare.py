@@ -13,7 +13,8 @@ Otherwise it
 Both steps skip the work already done, so an interrupted preparation is simply started again.
 Build options are read from ``config.data`` when present (defaults in parentheses):
 ``grid_split`` ('speakers'), ``heldout_per_speaker`` (0), ``heldout_speakers`` (the build's
-default), ``clips_per_shard`` (64), ``num_workers`` (CPU count - 1), ``align_on`` ('nose').
+default), ``clips_per_shard`` (64), ``num_workers`` (CPU count - 1), ``align_on``
+(``data_prep.face.AlignConfig``'s default).
 The build names its splits 'train' and 'test' ('train', 'val', 'test' for LRW);
 ``config.data.train_split`` and ``eval_split`` must be among them. Runs with several
 processes (``config.distributed``) must find the shards built. Imports no JAX.
@@ -27,6 +28,8 @@ import ml_collections
 from absl import logging
 
 from data_prep import build as build_lib
+from data_prep import face
+from data_prep import readers
 
 DATASET_INFO = "dataset_info.json"
 CORPUS_META = "corpus.json"
@@ -50,17 +53,20 @@ def build_options(config: ml_collections.ConfigDict) -> dict:
       split_rule=_option(config, "grid_split", "speakers"),
       heldout_speakers=None if heldout is None else tuple(heldout),
       heldout_per_speaker=int(_option(config, "heldout_per_speaker", 0)),
-      align_on=_option(config, "align_on", "nose"))
+      align_on=_option(config, "align_on", face.AlignConfig.align_on))
 
 
 def _mismatches(manifest: dict, options: dict) -> dict[str, tuple]:
   """Build parameters that differ between an existing manifest and ``options``, counting
-  the code's own (``BuildConfig.clip_parameters``: pipeline and schema versions, rates)."""
+  the code's own (``BuildConfig.clip_parameters``: pipeline and schema versions, rates).
+
+  Paths are not compared: shards stay valid when the project or the corpus is moved, copied
+  or reached through a symlink (the corpus's content is compared by ``existing_build``)."""
   params = dict(manifest.get("parameters", {}), dataset=manifest.get("dataset"))
   differ = {}
-  wanted_parameters = dict(options, **build_lib.BuildConfig(**options).clip_parameters())
+  wanted_parameters = dict(options, **build_lib.BuildConfig.create(**options).clip_parameters())
   for key, wanted in wanted_parameters.items():
-    if key in ("num_workers", "out_dir"):  # Do not change the output.
+    if key in ("num_workers", "out_dir", "raw_dir"):  # Do not change the output.
       continue
     have = params.get(key)
     if isinstance(have, list):
@@ -86,7 +92,15 @@ def existing_build(config: ml_collections.ConfigDict) -> dict | None:
     return {}
   with open(manifest_path) as f:
     manifest = json.load(f)
-  differ = _mismatches(manifest, build_options(config))
+  options = build_options(config)
+  differ = _mismatches(manifest, options)
+  identity = manifest.get("corpus_identity")
+  if identity and os.path.isdir(options["raw_dir"]):
+    # The same corpus anywhere on disk has the same identity (relative files and sizes).
+    scan = readers.scan(options["dataset"], options["raw_dir"])
+    here = build_lib.corpus_identity(scan, options["raw_dir"])
+    if here != identity:
+      differ["corpus (files and sizes)"] = (identity, here)
   if differ:
     details = ", ".join(f"{k}: built {have!r}, config {want!r}" for k, (have, want) in
                         sorted(differ.items()))

@@ -1,6 +1,7 @@
 """Raw dataset layouts on disk -> a sorted list of clips, and decoding a clip's video.
 
-Layouts (docs/REFERENCE.md, "Raw dataset layouts"):
+Layouts (``LAYOUTS`` says each in one line, for errors; docs/REFERENCE.md, "Raw dataset
+layouts"):
 
 * ``grid``: speaker folders ``sN`` holding ``*.mpg`` videos (searched recursively, so
   ``sN/video/mpg_6000/`` works too); audio as a same-named ``.wav`` found anywhere under a
@@ -13,24 +14,28 @@ Layouts (docs/REFERENCE.md, "Raw dataset layouts"):
   ``.wav`` beside it; the speaker is the clip's parent folder.
 
 Every file found is accounted for: it belongs to a clip (video, audio, alignment, metadata)
-or is returned as ignored with the reason. Imports no JAX.
+or is returned as ignored with the reason. Roots may be local or ``tf.io.gfile`` URLs
+(:mod:`data_prep.fileio`). Videos are decoded by :mod:`data_prep.video`. Imports no JAX.
 """
 
 import dataclasses
 import os
 import re
-import subprocess
 
-import imageio_ffmpeg
-import numpy as np
-
-from data_prep import schema
+from data_prep import fileio
 
 VIDEO_EXTENSIONS = frozenset({".mpg", ".mpeg", ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v",
                               ".flv", ".wmv"})
 LRW_SPLITS = ("train", "val", "test")
 _GRID_SPEAKER = re.compile(r"^s\d+$")
 _ALIGN_DIRS = ("align", "alignments")
+LAYOUTS = {
+    "grid": "speaker folders sN/ holding *.mpg videos (e.g. s1/bbaf2n.mpg), audio as a "
+            "same-named .wav under sN/ or inside the video",
+    "lrw": "[lipread_mp4/]WORD/{train,val,test}/WORD_00001.mp4 (audio inside)",
+    "folder": "video files (" + ", ".join(sorted(VIDEO_EXTENSIONS)) + ") anywhere below "
+              "the root, audio inside or in a same-named .wav",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +77,19 @@ class Scan:
   num_files: int
 
 
+def relpath(path: str, root: str) -> str:
+  """``path`` relative to ``root``, with the platform's separator; works for URLs too."""
+  if fileio.is_local(root):
+    return os.path.relpath(path, root)
+  return path[len(root.rstrip("/")) + 1:].replace("/", os.sep)
+
+
 def _walk(root: str) -> list[str]:
   """All files below ``root`` (absolute paths, sorted, hidden files and folders skipped)."""
   paths = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+  for dirpath, dirnames, filenames in fileio.walk(root):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "_work")
-    paths.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith("."))
+    paths.extend(fileio.join(dirpath, f) for f in filenames if not f.startswith("."))
   return sorted(paths)
 
 
@@ -105,7 +117,7 @@ def _finish(root: str, clips: list[ClipSource], all_files: list[str],
       reason = "no matching video"
     else:
       reason = "not a video"
-    ignored.append((os.path.relpath(path, root), reason))
+    ignored.append((relpath(path, root), reason))
   clips.sort(key=lambda c: c.clip_id)
   ids = [c.clip_id for c in clips]
   if len(set(ids)) != len(ids):
@@ -123,12 +135,12 @@ def _grid_speaker(rel_parts: tuple[str, ...]) -> str | None:
 
 def scan_grid(root: str) -> Scan:
   """Scans a GRID tree (see the module docstring)."""
-  root = os.path.abspath(root)
+  root = _absolute(root)
   all_files = _walk(root)
   videos, wavs, aligns = {}, {}, {}
   reasons = {}
   for path in all_files:
-    parts = tuple(os.path.relpath(path, root).split(os.sep))
+    parts = tuple(relpath(path, root).split(os.sep))
     speaker = _grid_speaker(parts)
     ext = _ext(path)
     if ext in VIDEO_EXTENSIONS:
@@ -147,7 +159,7 @@ def scan_grid(root: str) -> Scan:
     candidates = [(speaker, "align", f"{stem}.align"), (speaker, f"{stem}.align")]
     for align_dir in _ALIGN_DIRS:
       candidates += [(align_dir, speaker, f"{stem}.align"), (align_dir, f"{stem}.align")]
-    candidates.append(tuple(os.path.relpath(video, root).split(os.sep))[:-1] + (f"{stem}.align",))
+    candidates.append(tuple(relpath(video, root).split(os.sep))[:-1] + (f"{stem}.align",))
     align = next((aligns[c] for c in candidates if c in aligns), None)
     clips.append(ClipSource(clip_id=f"{speaker}/{stem}", speaker=speaker, video_path=video,
                             audio_path=wavs.get((speaker, stem)), align_path=align))
@@ -156,21 +168,22 @@ def scan_grid(root: str) -> Scan:
 
 def lrw_root(root: str) -> str:
   """The folder holding LRW's word folders: ``root/lipread_mp4`` if it exists, else ``root``."""
-  inner = os.path.join(root, "lipread_mp4")
-  return inner if os.path.isdir(inner) else root
+  inner = fileio.join(root, "lipread_mp4")
+  return inner if fileio.isdir(inner) else root
 
 
 def scan_lrw(root: str) -> Scan:
   """Scans an LRW tree (``WORD/{train,val,test}/WORD_NNNNN.mp4``), root with or without
   ``lipread_mp4/``."""
-  root = os.path.abspath(root)
+  root = _absolute(root)
   words_root = lrw_root(root)
   all_files = _walk(root)
+  present = set(all_files)
   clips, reasons = [], {}
   for path in all_files:
     if _ext(path) not in VIDEO_EXTENSIONS:
       continue
-    parts = os.path.relpath(path, words_root).split(os.sep)
+    parts = relpath(path, words_root).split(os.sep)
     if len(parts) != 3 or parts[1] not in LRW_SPLITS or parts[0].startswith(".."):
       reasons[path] = "video outside WORD/{train,val,test}/"
       continue
@@ -178,13 +191,13 @@ def scan_lrw(root: str) -> Scan:
     meta = os.path.splitext(path)[0] + ".txt"
     clips.append(ClipSource(
         clip_id=f"{word}/{split}/{_stem(path)}", speaker=word, video_path=path,
-        meta_path=meta if os.path.exists(meta) else None, split=split))
+        meta_path=meta if meta in present else None, split=split))
   return _finish(root, clips, all_files, reasons)
 
 
 def scan_folder(root: str) -> Scan:
   """Scans a plain folder of videos (audio inside, or a same-named .wav beside)."""
-  root = os.path.abspath(root)
+  root = _absolute(root)
   all_files = _walk(root)
   present = set(all_files)
   clips, reasons = [], {}
@@ -192,12 +205,12 @@ def scan_folder(root: str) -> Scan:
   for path in all_files:
     if _ext(path) not in VIDEO_EXTENSIONS:
       continue
-    rel = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
+    rel = os.path.splitext(relpath(path, root))[0].replace(os.sep, "/")
     if rel in seen:
-      reasons[path] = f"same name as {os.path.relpath(seen[rel], root)}"
+      reasons[path] = f"same name as {relpath(seen[rel], root)}"
       continue
     seen[rel] = path
-    parent = os.path.dirname(rel) or os.path.basename(root)
+    parent = os.path.dirname(rel) or os.path.basename(root.rstrip("/"))
     wav = os.path.splitext(path)[0] + ".wav"
     clips.append(ClipSource(clip_id=rel, speaker=parent, video_path=path,
                             audio_path=wav if wav in present else None))
@@ -211,87 +224,37 @@ def scan(dataset: str, root: str) -> Scan:
   """Scans ``root`` in the layout of ``dataset`` ('grid', 'lrw' or 'folder')."""
   if dataset not in SCANNERS:
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(SCANNERS)}")
-  if not os.path.isdir(root):
+  if not fileio.isdir(root):
     raise FileNotFoundError(f"raw_dir {root!r} is not a folder")
   return SCANNERS[dataset](root)
 
 
+def _absolute(root: str) -> str:
+  return os.path.abspath(root) if fileio.is_local(root) else root.rstrip("/")
+
+
 def read_alignment(path: str) -> list[tuple[float, float, str]]:
+  """GRID word alignment of the file ``path`` (see :func:`parse_alignment`)."""
+  return parse_alignment(fileio.read_text(path))
+
+
+def parse_alignment(text: str) -> list[tuple[float, float, str]]:
   """GRID word alignment: (start s, end s, word) per line; times are in 1/25000 s units.
 
   Raises:
     ValueError: a line is not ``start end word``.
   """
   words = []
-  with open(path) as f:
-    for line in f:
-      fields = line.split()
-      if not fields:
-        continue
-      if len(fields) != 3:
-        raise ValueError(f"bad alignment line {line!r}")
-      words.append((int(fields[0]) / 25000.0, int(fields[1]) / 25000.0, fields[2]))
+  for line in text.splitlines():
+    fields = line.split()
+    if not fields:
+      continue
+    if len(fields) != 3:
+      raise ValueError(f"bad alignment line {line!r}")
+    words.append((int(fields[0]) / 25000.0, int(fields[1]) / 25000.0, fields[2]))
   return words
 
 
 def transcript(words: list[tuple[float, float, str]]) -> str:
   """The spoken words of an alignment, silences (``sil``, ``sp``) removed."""
   return " ".join(w for _, _, w in words if w not in ("sil", "sp"))
-
-
-class VideoError(Exception):
-  """The video could not be decoded at all."""
-
-
-@dataclasses.dataclass
-class Video:
-  """A decoded video.
-
-  Attributes:
-    frames: uint8 [T, H, W, 3] RGB at 25 fps.
-    source_fps: the container's frame rate before resampling (0 if unknown).
-    decode_errors: ffmpeg's error output if decoding stopped early or complained (truncated or
-      corrupt file), else ''.
-  """
-  frames: np.ndarray
-  source_fps: float
-  decode_errors: str
-
-
-def read_video(path: str, fps: int = schema.FPS) -> Video:
-  """Decodes a video to RGB frames resampled to ``fps`` (frames dropped/repeated by ffmpeg).
-
-  Raises:
-    VideoError: no frame could be decoded.
-  """
-  try:
-    reader = imageio_ffmpeg.read_frames(path, output_params=["-vf", f"fps={fps}"])
-    meta = reader.__next__()
-  except (RuntimeError, OSError, StopIteration, ValueError) as e:
-    raise VideoError(f"unreadable video: {str(e).strip().splitlines()[-1][:300]}") from e
-  width, height = meta["size"]
-  frames, errors = [], ""
-  try:
-    for buffer in reader:
-      frames.append(np.frombuffer(buffer, np.uint8).reshape(height, width, 3))
-  except (RuntimeError, OSError) as e:
-    errors = str(e).strip()[-300:]
-  finally:
-    reader.close()
-  if not frames:
-    raise VideoError(f"no frames decoded{': ' + errors if errors else ''}")
-  errors = errors or _decode_warnings(path)
-  return Video(frames=np.stack(frames), source_fps=float(meta.get("fps") or 0.0),
-               decode_errors=errors)
-
-
-def _decode_warnings(path: str) -> str:
-  """ffmpeg's complaints when decoding the video stream (empty for a clean file).
-
-  imageio-ffmpeg hides the decoder's stderr, and a truncated file decodes "successfully" up
-  to the cut; a cheap null decode tells such files apart so they are recorded.
-  """
-  cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-map",
-         "0:v:0", "-f", "null", "-"]
-  proc = subprocess.run(cmd, capture_output=True, check=False)
-  return proc.stderr.decode(errors="replace").strip()[-300:]

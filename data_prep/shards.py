@@ -1,14 +1,16 @@
 """TFRecord shard writing with TFDS metadata, so ``tfds.builder_from_directory`` loads the output.
 
 File names follow TFDS's template ``{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}``. A shard is
-written to a temporary name and renamed into place only when complete, so a crash never leaves a
-file that looks finished. ``write_metadata`` writes ``dataset_info.json``/``features.json`` for
+written to a temporary name and renamed into place only when complete (:mod:`data_prep.fileio`),
+so a crash never leaves a file that looks finished; ``out_dir`` may be local or a
+``tf.io.gfile`` URL (``gs://...``). ``write_metadata`` writes ``dataset_info.json``/``features.json`` for
 complete splits, counting the records of the shards on disk.
 """
 
 import functools
 import io
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_prep import fileio
 from data_prep import schema
 
 
@@ -28,24 +31,19 @@ def filename_template(out_dir: str, split: str) -> tfds.core.ShardedFileTemplate
 
 
 def shard_path(out_dir: str, split: str, index: int, num_shards: int) -> str:
-  """Final path of shard ``index`` of ``num_shards`` of ``split``."""
-  return os.fspath(filename_template(out_dir, split).sharded_filepath(
-      shard_index=index, num_shards=num_shards))
+  """Final path of shard ``index`` of ``num_shards`` of ``split`` (TFDS's file-name template)."""
+  return fileio.join(out_dir, f"{schema.DATASET_NAME}-{split}.tfrecord-"
+                              f"{index:05d}-of-{num_shards:05d}")
 
 
 def write_shard(path: str, serialized_examples: Iterable[bytes]) -> int:
   """Writes one TFRecord shard atomically (temp file + rename); returns its record count."""
-  tmp_path = f"{path}.tmp-{os.getpid()}"
   count = 0
-  try:
+  with fileio.atomic_path(path) as tmp_path:
     with tf.io.TFRecordWriter(tmp_path) as writer:
       for record in serialized_examples:
         writer.write(record)
         count += 1
-    os.replace(tmp_path, path)
-  finally:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
   return count
 
 
@@ -73,7 +71,17 @@ def serialize_example(example: Mapping[str, object], resolution: int) -> bytes:
   schema.check_example(example, resolution)
   example = dict(example, frames=encode_png(np.asarray(example["frames"])))
   features = _features(resolution)
-  return features.serialize_example(features.encode_example(example))
+  return _deterministic(features.serialize_example(features.encode_example(example)))
+
+
+def _deterministic(serialized: bytes) -> bytes:
+  """The same tf.train.Example with its feature map in sorted order.
+
+  Protobuf writes map entries in hash order, which differs between processes (Python's string
+  hashing is randomised), so the same example serialized in two worker processes would give
+  different bytes; sorted, every runner and worker count gives byte-identical shards.
+  """
+  return tf.train.Example.FromString(serialized).SerializeToString(deterministic=True)
 
 
 def count_records(path: str) -> int:
@@ -93,7 +101,7 @@ def split_info(out_dir: str, split: str, num_shards: int,
       a large dataset again); counted on disk otherwise.
   """
   paths = [shard_path(out_dir, split, i, num_shards) for i in range(num_shards)]
-  missing = [p for p in paths if not os.path.exists(p)]
+  missing = [p for p in paths if not fileio.exists(p)]
   if missing:
     raise FileNotFoundError(f"split {split!r} is incomplete: missing {missing[:3]}")
   if shard_lengths is None:
@@ -102,7 +110,7 @@ def split_info(out_dir: str, split: str, num_shards: int,
     raise ValueError(f"{len(shard_lengths)} shard lengths for {num_shards} shards")
   return tfds.core.SplitInfo(
       name=split, shard_lengths=list(shard_lengths),
-      num_bytes=sum(os.path.getsize(p) for p in paths),
+      num_bytes=sum(fileio.getsize(p) for p in paths),
       filename_template=filename_template(out_dir, split))
 
 
@@ -110,6 +118,10 @@ def write_metadata(out_dir: str, resolution: int, split_num_shards: Mapping[str,
                    description: str = "",
                    shard_lengths: Mapping[str, Sequence[int]] | None = None) -> None:
   """Writes TFDS metadata (dataset_info.json, features.json) for complete splits.
+
+  TFDS writes through ``etils.epath``, which knows local paths and a few object stores; the
+  files are written to a local folder and copied (atomically each) into ``out_dir`` through
+  :mod:`data_prep.fileio`, so any filesystem ``tf.io.gfile`` knows works.
 
   Args:
     out_dir: the shard folder.
@@ -119,13 +131,26 @@ def write_metadata(out_dir: str, resolution: int, split_num_shards: Mapping[str,
     shard_lengths: optional split name -> records per shard (else counted on disk).
   """
   shard_lengths = shard_lengths or {}
-  split_infos = [split_info(out_dir, split, n, shard_lengths.get(split))
-                 for split, n in split_num_shards.items()]
-  tfds.folder_dataset.write_metadata(
-      data_dir=out_dir, features=schema.features(resolution), split_infos=split_infos,
-      version=schema.SCHEMA_VERSION,
-      filename_template=filename_template(out_dir, next(iter(split_num_shards))),
-      check_data=False, description=description)
+  with tempfile.TemporaryDirectory(prefix="talkface-metadata-") as local:
+    split_infos, placeholders = [], set()
+    for split, n in split_num_shards.items():
+      # TFDS looks for the shard files in its data_dir: empty stand-ins (check_data=False).
+      for index in range(n):
+        placeholder = shard_path(local, split, index, n)
+        open(placeholder, "wb").close()
+        placeholders.add(os.path.basename(placeholder))
+      info = split_info(out_dir, split, n, shard_lengths.get(split))
+      split_infos.append(tfds.core.SplitInfo(
+          name=info.name, shard_lengths=info.shard_lengths, num_bytes=info.num_bytes,
+          filename_template=filename_template(local, split)))
+    tfds.folder_dataset.write_metadata(
+        data_dir=local, features=schema.features(resolution), split_infos=split_infos,
+        version=schema.SCHEMA_VERSION,
+        filename_template=filename_template(local, next(iter(split_num_shards))),
+        check_data=False, description=description)
+    for name in sorted(set(os.listdir(local)) - placeholders):
+      with open(os.path.join(local, name), "rb") as f:
+        fileio.write_bytes(fileio.join(out_dir, name), f.read())
 
 
 def write_dataset(out_dir: str, split_examples: Mapping[str, Sequence[dict]], resolution: int,
@@ -138,7 +163,7 @@ def write_dataset(out_dir: str, split_examples: Mapping[str, Sequence[dict]], re
     resolution: frame size H = W of every example.
     examples_per_shard: at most this many examples per shard.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.makedirs(out_dir)
   features = schema.features(resolution)
   split_num_shards = {}
   for split, examples in split_examples.items():
@@ -148,5 +173,6 @@ def write_dataset(out_dir: str, split_examples: Mapping[str, Sequence[dict]], re
       for example in chunk:
         schema.check_example(example, resolution)
       write_shard(shard_path(out_dir, split, index, num_shards),
-                  (features.serialize_example(features.encode_example(e)) for e in chunk))
+                  (_deterministic(features.serialize_example(features.encode_example(e)))
+                   for e in chunk))
   write_metadata(out_dir, resolution, split_num_shards)

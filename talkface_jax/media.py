@@ -29,6 +29,9 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 
+from data_prep import errors as errors_lib
+from data_prep import video as video_lib
+
 # Quality of the H.264 encode: 18 is visually lossless for faces at 64-256 px,
 # which matters when the sheets and videos are used to judge small lip motion.
 _H264_CRF = 18
@@ -192,9 +195,9 @@ def read_video(path: str,
                fps: Optional[float] = 25.0) -> Tuple[np.ndarray, float]:
   """Decodes a video file into RGB frames at the model's frame rate.
 
-  When the source rate differs from `fps`, ffmpeg's fps filter keeps, per
-  output time slot, the source frame whose timestamp is nearest, dropping or
-  repeating frames (no blending, which would smear the lips).
+  The decoding is `data_prep.video.read_video` (the project's one video
+  reader: frames resampled by timestamp, phone rotation applied, a timeout);
+  this wrapper turns its failures into `MediaError`.
 
   Args:
     path: any video ffmpeg can decode (mp4, mpg, avi, mov, webm, ...).
@@ -208,33 +211,16 @@ def read_video(path: str,
     MediaError: the file is missing, unreadable, corrupt, has no video stream
       or decodes to no frames.
   """
-  path = _check_readable(path)
-  command = [_ffmpeg(), '-hide_banner', '-nostdin', '-nostats', '-i', path,
-             '-map', '0:v:0', '-an', '-sn']
-  if fps is not None:
-    command += ['-vf', f'fps={fps}']
-  command += ['-f', 'rawvideo', '-pix_fmt', 'rgb24', '-']
-  result = subprocess.run(command, capture_output=True, check=False)
-  log = result.stderr.decode('utf-8', 'replace')
-  source = _parse_streams(_section(log, 'Input #0'))
-  if result.returncode != 0:
-    if _section(log, 'Input #0') and not source.has_video:
-      raise MediaError(path, 'has no video stream')
-    raise MediaError(
-        path, f'cannot decode video ({_last_error_line(result.stderr)})')
-  # The output section gives the decoded size, after any rotation ffmpeg
-  # applied from the file's display matrix.
-  output = _parse_streams(_section(log, 'Output #0'))
-  if output.video_size is None or source.video_fps is None:
-    raise MediaError(path, 'ffmpeg did not report the video size or frame rate')
-  width, height = output.video_size
-  frame_bytes = width * height * 3
-  num_frames = len(result.stdout) // frame_bytes
-  if num_frames == 0:
-    raise MediaError(path, 'video has no decodable frames')
-  frames = np.frombuffer(result.stdout, np.uint8,
-                         count=num_frames * frame_bytes)
-  return frames.reshape(num_frames, height, width, 3).copy(), source.video_fps
+  path = os.fspath(path)
+  try:
+    decoded = video_lib.read_video(path, fps=fps)
+  except FileNotFoundError:
+    raise MediaError(path, 'no such file') from None
+  except video_lib.VideoError as e:
+    raise MediaError(path, str(e)) from None
+  except (TimeoutError, errors_lib.TransientError) as e:
+    raise MediaError(path, f'cannot decode video ({e})') from None
+  return decoded.frames, decoded.source_fps
 
 
 def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray:

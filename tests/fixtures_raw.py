@@ -155,10 +155,14 @@ def make_grid_tree(root: str, num_frames: int = 12, size=(240, 200)) -> dict[str
   write_wav(os.path.join(root, "s3", "audio", "lgaz8p.wav"), tone(seconds, 44100, 330, 2), 44100)
   write_align(os.path.join(root, "s3", "align", "lgaz8p.align"), ["lay", "green"], seconds)
   kinds["s3/lgaz8p"] = "ok: wav in s3/audio, align in s3/align"
-  # Audio shorter than the video: padded and recorded.
+  # Audio 2 frames shorter than the video (within the bound): padded and recorded.
   face_clip("s3", "pbwxzs", 3)
-  write_wav(os.path.join(root, "s3", "pbwxzs.wav"), tone(seconds / 2, 16000, seed=3), 16000)
+  write_wav(os.path.join(root, "s3", "pbwxzs.wav"), tone(seconds - 0.08, 16000, seed=3), 16000)
   kinds["s3/pbwxzs"] = "ok: short audio (padded)"
+  # Audio half as long as the video: not silence under talking frames, a recorded skip.
+  face_clip("s3", "halfau", 8)
+  write_wav(os.path.join(root, "s3", "halfau.wav"), tone(seconds / 2, 16000, seed=8), 16000)
+  kinds["s3/halfau"] = "skip: audio and video lengths differ"
   # Silent audio is valid input.
   face_clip("s3", "sgbc1a", 4)
   write_wav(os.path.join(root, "s3", "sgbc1a.wav"), tone(seconds, silent=True), 16000)

@@ -119,6 +119,8 @@ def test_bad_inputs_are_skipped_or_kept_with_reasons(grid_raw, grid_built):
   assert skipped["s3/corrup"].startswith("corrupt or unreadable video")
   assert skipped["s3/noaudx"].startswith("missing audio")
   assert skipped["s3/nofacx"].startswith("no usable face")
+  assert skipped["s3/halfau"].startswith("audio and video lengths differ: audio 0.240 s, "
+                                         "video 0.480 s")
   warnings = {w["clip_id"]: " ".join(w["warnings"]) for w in manifest["warnings"]}
   assert "silent audio" in warnings["s3/sgbc1a"]
   assert "shorter than the video, zero-padded" in warnings["s3/pbwxzs"]
@@ -128,7 +130,7 @@ def test_bad_inputs_are_skipped_or_kept_with_reasons(grid_raw, grid_built):
                                         "reason": "no matching video"}]
   totals = manifest["totals"]
   assert totals["files_found"] == (totals["files_used"] + totals["files_of_skipped_clips"] +
-                                   totals["files_ignored"]) == 19
+                                   totals["files_ignored"]) == 21
   assert summary["splits"]["test"]["clips"] == 1 and summary["splits"]["train"]["clips"] == 5
   assert manifest["splits"]["train"]["speakers"] == {"s3": 5}
   assert manifest["versions"]["dlib"] and manifest["parameters"]["resolution"] == RESOLUTION
@@ -140,7 +142,7 @@ def test_clip_log_records_every_clip(grid_raw, grid_built):
     records = {r["clip_id"]: r for r in map(json.loads, f)}
   assert set(records) == set(grid_raw[1])
   assert records["s3/fps30x"]["num_frames"] == 12  # 0.48 s at 30 fps -> 12 frames at 25
-  assert records["s3/pbwxzs"]["audio_samples_added"] == 12 * 640 - 12 * 320
+  assert records["s3/pbwxzs"]["audio_samples_added"] == 2 * 640
   assert records["s1/bbaf2n"]["transcript"] == "bin blue"
   assert records["s1/bbaf2n"]["split"] == "test"
 
@@ -155,7 +157,8 @@ def test_shards_round_trip_through_tfds(grid_raw, grid_built):
     for example in tfds.as_numpy(builder.as_dataset(split=split)):
       decoded[example["clip_id"].decode()] = example
   assert len(decoded) == 6
-  config = build.BuildConfig("grid", grid_raw[0], out, RESOLUTION)
+  config = build.BuildConfig.create(dataset="grid", raw_dir=grid_raw[0], out_dir=out,
+                                    resolution=RESOLUTION)
   sources = {c.clip_id: c for c in readers.scan("grid", grid_raw[0]).clips}
   for clip_id in ("s1/bbaf2n", "s3/pbwxzs"):
     expected, _ = build.make_example(sources[clip_id], config)
@@ -166,7 +169,7 @@ def test_shards_round_trip_through_tfds(grid_raw, grid_built):
   got = decoded["s3/pbwxzs"]
   assert got["frames"].shape == (12, RESOLUTION, RESOLUTION, 3)
   assert got["mfcc"].shape == (12, 28, 12) and got["audio"].shape == (12 * 640,)
-  assert not got["audio"][12 * 320:].any()  # the padded half
+  assert not got["audio"][10 * 640:].any()  # the padded end
 
 
 def test_interrupted_build_resumes_to_identical_shards(grid_raw, grid_built, tmp_path,
@@ -198,7 +201,7 @@ def test_interrupted_build_resumes_to_identical_shards(grid_raw, grid_built, tmp
   summary = build.build("grid", grid_raw[0], out, RESOLUTION, num_workers=0, progress=False,
                         clips_per_shard=3)
   assert not set(seen) & set(calls)  # finished clips were not redone
-  assert len(seen) == 9 - 5
+  assert len(seen) == 10 - 5
   assert summary["run"]["shards_kept"] == len(partial)
   assert _shard_bytes(out) == _shard_bytes(grid_built[0])
   tfds.builder_from_directory(out)  # complete now
@@ -217,14 +220,14 @@ def test_changed_plan_or_parameters_rebuild_and_remove_stale_shards(grid_raw, gr
   summary = build.build("grid", grid_raw[0], out, RESOLUTION, num_workers=0, progress=False,
                         clips_per_shard=10)
   # The test split's single shard is the same under the new plan and is kept.
-  assert summary["run"]["clips_processed"] == 8 and summary["run"]["shards_kept"] == 1
+  assert summary["run"]["clips_processed"] == 9 and summary["run"]["shards_kept"] == 1
   assert sorted(_shard_bytes(out)) == ["talkface-test.tfrecord-00000-of-00001",
                                        "talkface-train.tfrecord-00000-of-00001"]
   assert len(summary["run"]["stale_shards_removed"]) == 3
   # A parameter that changes the examples invalidates every shard.
   summary = build.build("grid", grid_raw[0], out, RESOLUTION, num_workers=0, progress=False,
                         clips_per_shard=10, smooth_sigma=0.0)
-  assert summary["run"]["clips_processed"] == 9 and summary["run"]["shards_kept"] == 0
+  assert summary["run"]["clips_processed"] == 10 and summary["run"]["shards_kept"] == 0
 
 
 # --- LRW through the worker pool, the folder layout through the CLI -------------------------
@@ -254,7 +257,7 @@ def test_cli_on_a_plain_folder(tmp_path, capsys):
   fixtures_raw.write_video(str(raw / "alice" / "take1.mp4"), frames,
                            audio=fixtures_raw.tone(0.4))
   fixtures_raw.write_video(str(raw / "alice" / "take2.mp4"), frames[::-1])
-  fixtures_raw.write_wav(str(raw / "alice" / "take2.wav"), fixtures_raw.tone(0.4), 22050)
+  fixtures_raw.write_wav(str(raw / "alice" / "take2.wav"), fixtures_raw.tone(0.4, 22050), 22050)
   (raw / "alice" / "notes.csv").write_text("a,b\n")
   out = tmp_path / "out"
   summary = build.main(["--dataset=folder", f"--raw_dir={raw}", f"--out_dir={out}",

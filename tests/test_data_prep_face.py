@@ -113,7 +113,7 @@ def test_two_faces_takes_the_largest():
   assert (np.abs(box_size - 100) < 25).all()  # the 100 px face, not the 50 px one
 
 
-def test_short_gap_is_interpolated_and_long_gap_rejects():
+def test_short_gap_is_interpolated_and_long_gap_cuts_the_clip():
   frames = fixtures_raw.face_frames(16, seed=7)[0].copy()
   blank = frames.copy()
   blank[6:9] = 90  # three faceless frames
@@ -126,8 +126,15 @@ def test_short_gap_is_interpolated_and_long_gap_rejects():
   assert np.abs(result.landmarks[6:9] - reference.landmarks[6:9]).mean() < 2.0
   long_gap = frames.copy()
   long_gap[4:12] = 90
-  with pytest.raises(face.NoFaceError, match="face lost for 8 frames"):
-    aligner.align(long_gap)
+  # Two stretches of 4 frames: the first is kept.
+  cut = aligner.align(long_gap)
+  assert cut.stats["kept_frames"] == [0, 4] and len(cut.frames) == 4
+  assert cut.stats["kept_reason"] == "face lost for 8 frames from frame 4"
+  longer = frames.copy()
+  longer[2:10] = 90
+  cut = aligner.align(longer)
+  assert cut.stats["kept_frames"] == [10, 16]
+  np.testing.assert_array_equal(cut.frames[0], aligner.align(frames[10:]).frames[0])
 
 
 def test_unknown_alignment_points_are_rejected():

@@ -160,7 +160,7 @@ def _fake_build(config, **parameter_changes):
   # As a build writes them: its config's fields and the code's clip parameters.
   parameters = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
                 if k != "dataset"}
-  parameters.update(build_lib.BuildConfig(**options).clip_parameters())
+  parameters.update(build_lib.BuildConfig.create(**options).clip_parameters())
   parameters.update(parameter_changes)
   with open(os.path.join(config.data.dir, build_lib.MANIFEST), "w") as f:
     json.dump({"dataset": options["dataset"], "parameters": parameters}, f)

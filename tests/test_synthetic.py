@@ -2,12 +2,17 @@
 
 import json
 import os
+import subprocess
+import sys
 import wave
 
 import numpy as np
 import pytest
 
+from data_prep import audio
+from data_prep import readers
 from data_prep import synthetic
+from data_prep import video
 
 # pylint: disable=redefined-outer-name
 
@@ -273,3 +278,42 @@ def test_aligned_eye_measure_follows_blinks_and_blinks_barely_move_the_crop(temp
   # whole crop; the nose alone moves it much less.
   _, moved_with_eyes = align_and_compare("nose_eyes")
   assert moved < 0.5 * moved_with_eyes, (moved, moved_with_eyes)
+
+
+def test_command_line_writes_the_same_bytes(corpus, tmp_path):
+  """``python -m data_prep.synthetic`` (the package's __main__) equals generate_corpus."""
+  root_a = corpus[0]
+  root_c = str(tmp_path / "cli")
+  subprocess.run([sys.executable, "-m", "data_prep.synthetic", f"--out_dir={root_c}",
+                  "--num_speakers=1", "--clips_per_speaker=2", "--seed=3"], check=True,
+                 capture_output=True)
+  for dirpath, _, filenames in os.walk(root_a):
+    for name in filenames:
+      rel = os.path.relpath(os.path.join(dirpath, name), root_a)
+      with open(os.path.join(root_a, rel), "rb") as fa, open(os.path.join(root_c, rel),
+                                                             "rb") as fc:
+        assert fa.read() == fc.read(), rel
+
+
+def test_lrw_layout(tmp_path):
+  roots = [str(tmp_path / "a"), str(tmp_path / "b")]
+  for root in roots:
+    synthetic.generate_corpus(root, 2, 3, seed=1, layout="lrw", num_words=1)
+  scan = readers.scan("lrw", roots[0])
+  assert [(c.clip_id, c.split) for c in scan.clips] == [
+      ("BIN/test/BIN_00001", "test"), ("BIN/train/BIN_00001", "train"),
+      ("BIN/val/BIN_00001", "val")]
+  for clip in scan.clips:
+    decoded = video.read_video(clip.video_path)
+    assert decoded.frames.shape == (29, 256, 256, 3) and decoded.source_fps == 25
+    samples = audio.load_audio(clip.video_path)
+    assert abs(len(samples) - 29 * 640) <= 0.03 * 16000  # AAC audio as long as the video
+    meta = open(clip.meta_path).read()
+    assert meta.startswith("Word: BIN\nDuration: 0.")
+    rel = os.path.relpath(clip.video_path, roots[0])
+    np.testing.assert_array_equal(
+        decoded.frames, video.read_video(os.path.join(roots[1], rel)).frames)
+    truth = rel.replace("lipread_mp4", "ground_truth").replace(".mp4", ".npz")
+    with open(os.path.join(roots[0], truth), "rb") as fa, open(
+        os.path.join(roots[1], truth), "rb") as fb:
+      assert fa.read() == fb.read()
