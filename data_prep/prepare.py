@@ -30,6 +30,7 @@ from absl import logging
 from data_prep import build as build_lib
 from data_prep import face
 from data_prep import readers
+from data_prep import synthetic
 
 DATASET_INFO = "dataset_info.json"
 CORPUS_META = "corpus.json"
@@ -135,7 +136,6 @@ def ensure_corpus(config: ml_collections.ConfigDict) -> dict | None:
       and not os.path.exists(os.path.join(raw_dir, CORPUS_META))):
     raise ValueError(f"data.raw_dir={raw_dir!r} is not empty and holds no {CORPUS_META}: it is "
                      "not a synthetic corpus; refusing to write into it")
-  from data_prep import synthetic  # pylint: disable=g-import-not-at-top
   logging.info("Synthetic corpus in %s: %d speakers x %d clips, seed %d.", raw_dir,
                synthetic_config.num_speakers, synthetic_config.clips_per_speaker,
                synthetic_config.seed)
