@@ -16,7 +16,12 @@ Per clip and sample (``metrics`` owns the formulas):
   whole frame and in the eye and mouth regions of the template (``region_boxes``);
 * agreement between the K samples: mean pairwise Pearson r over time of their mouth
   openings and of their eye openings (Dlib eye aspect ratio). Lips follow the audio, so
-  the samples' mouths should agree (r near 1) while their blinks need not (r near 0).
+  the samples' mouths should agree (r near 1) while their blinks need not (r near 0);
+* what the audio does not decide (``metrics.sample_variation``): closed-eye fraction of the
+  samples and of the ground truth, fraction of samples / clips with a blink, the overlap of
+  closed-eye frames of samples that both blink, head motion and head diversity (Dlib
+  landmark centroid), and the eye-region MSE ('mse_eyes', ranked like SSIM, so best-of-K
+  and the deterministic baseline compare on the region blinks live in).
 
 Stochastic scores are reported as mean-of-K and best-of-K (each metric ranks the samples by
 itself, as SVG does for SSIM). Results go to ``WORKDIR/eval_<step>.json``, to TensorBoard
@@ -45,10 +50,12 @@ _MOUTH = slice(48, 68)
 _EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
 
 # Reported metrics: (name, higher is better).
-_RANKED_METRICS = (("ssim", True), ("psnr", True), ("lmd", False))
+_RANKED_METRICS = (("ssim", True), ("psnr", True), ("lmd", False), ("mse_eyes", False))
 # Figures comparing the K samples of a clip with each other (K >= 2).
 _BETWEEN_SAMPLES = ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
-                    "agreement_eyes")
+                    "agreement_eyes", "closed_fraction_samples", "closed_fraction_truth",
+                    "samples_with_blink", "truth_with_blink", "blink_overlap",
+                    "head_diversity", "head_motion_samples", "head_motion_truth")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -147,6 +154,11 @@ def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
   opening = mouth_opening(fitted.reshape(-1, 68, 2), size).reshape(num_samples, -1)
   scores["lipsync_r"] = np.asarray(
       metrics.pearson_r(opening, np.broadcast_to(truth_opening, opening.shape)), np.float32)
+  y0, y1, x0, x1 = face.region_boxes(size)["eyes"]
+  eye_mask = np.zeros((size, size), np.float32)
+  eye_mask[y0:y1, x0:x1] = 1.0
+  scores["mse_eyes"] = metrics.region_mse(samples[:, 1:] / 255.0, clip["frames"][1:] / 255.0,
+                                          eye_mask).astype(np.float32)
   if masks is not None:
     names, region_weights = masks
     values = _diversity(np.asarray(samples[:, 1:], np.float32) / 255.0, region_weights)
@@ -154,6 +166,9 @@ def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
     eyes = eye_opening(fitted.reshape(-1, 68, 2)).reshape(num_samples, -1)
     scores["agreement_mouth"] = metrics.mean_pairwise_r(opening)
     scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
+    truth_fitted = face.landmarks_on_aligned(clip["frames"][1:])
+    scores.update(metrics.sample_variation(eyes, eye_opening(truth_fitted), fitted,
+                                           truth_fitted))
   return scores
 
 
@@ -191,7 +206,7 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
   for name in _BETWEEN_SAMPLES:
     values = [clip[name] for clip in stochastic if np.isfinite(clip.get(name, math.nan))]
     results[name] = float(np.mean(values)) if values else math.nan
-  for name in ("ssim", "psnr", "lmd", "lipsync_r"):
+  for name in ("ssim", "psnr", "lmd", "lipsync_r", "mse_eyes"):
     values = np.concatenate([clip[name] for clip in deterministic])
     values = values[np.isfinite(values)] if name == "lipsync_r" else values
     results[f"deterministic_{name}"] = float(np.mean(values)) if values.size else math.nan
@@ -205,7 +220,7 @@ def format_table(results: dict) -> str:
            f"{results['frames_scored']} frames scored (frame 0 excluded)",
            f"{'metric':<12}{'mean of K':>12}{'best of K':>12}{'determin.':>12}"]
   fmt = lambda v: f"{v:>12.4f}" if v is not None else f"{'-':>12}"
-  for name in ("ssim", "psnr", "lmd", "lipsync_r"):
+  for name in ("ssim", "psnr", "lmd", "lipsync_r", "mse_eyes"):
     lines.append(f"{name:<12}{fmt(results[f'{name}_mean_of_k'])}"
                  f"{fmt(results[f'{name}_best_of_k'])}{fmt(results[f'deterministic_{name}'])}")
   for name in _BETWEEN_SAMPLES:
