@@ -249,13 +249,6 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
   rho = model.latent_correlation
   learned = model.prior == "learned"
 
-  def noise(prev_eps, t):
-    """eps_t: N(0, 1) at frame 1 and whenever rho = 0, else AR(1) on the previous frame's."""
-    fresh = jax.random.normal(jax.random.fold_in(key, t), (b, k, model.z_dim))
-    if rho == 0.0:
-      return fresh
-    return jnp.where(t == 1, fresh, rho * prev_eps + (1.0 - rho * rho) ** 0.5 * fresh)
-
   if learned:
     audio = _apply(model, variables, batch_norm, mfcc, method=TalkFace.encode_audio)
     xs = audio  # [B, C, audio_dim]
@@ -267,7 +260,7 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
   def step(carry, inputs):
     prev_frames, prev_eps, prior_c, predictor_carry = carry
     x_t, t = inputs
-    eps = noise(prev_eps, t)
+    eps = latent_noise(key, t, prev_eps, rho)
     draw = jnp.zeros_like(eps) if deterministic else eps
     if learned:
       prior_c, predictor_carry, frames = _apply(
@@ -292,6 +285,19 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
   new_state = GenerationState(state.context, prev_frames, prior_carry, predictor_carry,
                               state.step + mfcc.shape[1], last_eps)
   return new_state, jnp.moveaxis(frames, 0, 2)
+
+
+def latent_noise(key: jax.Array, t: jax.Array, prev_eps: jax.Array, rho: float) -> jax.Array:
+  """The generation noise eps_t of frame t, shaped like ``prev_eps`` (eps_{t-1}).
+
+  N(0, 1) drawn from ``fold_in(key, t)`` at frame 1 and whenever rho = 0 (the paper: every
+  frame independent); otherwise AR(1), rho eps_{t-1} + sqrt(1 - rho^2) n_t, which keeps the
+  N(0, 1) marginal of every frame and correlates frames rho^|dt| apart.
+  """
+  fresh = jax.random.normal(jax.random.fold_in(key, t), prev_eps.shape, prev_eps.dtype)
+  if rho == 0.0:
+    return fresh
+  return jnp.where(t == 1, fresh, rho * prev_eps + (1.0 - rho * rho) ** 0.5 * fresh)
 
 
 def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key: jax.Array,
