@@ -52,6 +52,14 @@ def get_config() -> ml_collections.ConfigDict:
   # grid.py/lrw.py use auto (train step at 128x128 on an idle 2-core CPU: 2.74 vs 2.47
   # frames/s, BENCHMARKS.md); the small demo/tiny models measured no gain.
   config.model.conv_impl = "xla"
+  # The prior of z_t: 'audio' is the paper's q_a(z_t | a_1..t), z_t drawn afresh each frame;
+  # 'learned' is SVG-LP's learned prior, whose LSTM also sees the previous frame's code
+  # (true frame in training, generated frame at generation), so it can continue a blink or
+  # a head movement that an earlier draw started (models/talkface.py).
+  config.model.prior = "audio"
+  # AR(1) correlation rho of the generation noise over time (0: independent per frame, the
+  # paper). Generation only; eps_t = rho eps_{t-1} + sqrt(1 - rho^2) n_t.
+  config.model.latent_correlation = 0.0
 
   config.loss = ml_collections.ConfigDict()
   config.loss.reconstruction_weight = 1.0  # lambda: weight of the per-frame MSE.
@@ -90,7 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sample.num_samples = 4  # K videos drawn per input.
   config.sample.num_clips = 2  # Held-out clips sampled into summaries / --mode=sample.
   config.sample.seed = 0  # Seed of the latent draws.
-  # After training (and evaluation): sample files and WORKDIR/metrics.json (talkface_jax.demo).
+  # After training (and evaluation): sample files and WORKDIR/metrics.json
+  # (experiment.write_demo_outputs).
   config.sample.after_training = False
   # Frames generated per compiled call (sampling and --mode=eval): any length runs in chunks
   # of this size with the LSTM states carried over, so memory does not grow with the audio.

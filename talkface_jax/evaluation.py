@@ -15,7 +15,12 @@ Per clip and sample (``metrics`` owns the formulas):
   whole frame and in the eye and mouth regions of the template (``region_boxes``);
 * agreement between the K samples: mean pairwise Pearson r over time of their mouth
   openings and of their eye openings (Dlib eye aspect ratio). Lips follow the audio, so
-  the samples' mouths should agree (r near 1) while their blinks need not (r near 0).
+  the samples' mouths should agree (r near 1) while their blinks need not (r near 0);
+* what the audio does not decide (``metrics.sample_variation``): closed-eye fraction of the
+  samples and of the ground truth, fraction of samples / clips with a blink, the overlap of
+  closed-eye frames of samples that both blink, head motion and head diversity (Dlib
+  landmark centroid), and the eye-region MSE ('mse_eyes', ranked like SSIM, so best-of-K
+  and the deterministic baseline compare on the region blinks live in).
 
 Stochastic scores are reported as mean-of-K and best-of-K (each metric ranks the samples by
 itself, as SVG does for SSIM). Results go to ``WORKDIR/eval_<step>.json``, to TensorBoard
@@ -41,10 +46,12 @@ import talkface_jax.metrics as metrics
 _MOUTH = slice(48, 68)  # Dlib's mouth points, as stored in the shards for LMD.
 
 # Reported metrics: (name, higher is better).
-_RANKED_METRICS = (("ssim", True), ("psnr", True), ("lmd", False))
+_RANKED_METRICS = (("ssim", True), ("psnr", True), ("lmd", False), ("mse_eyes", False))
 # Figures comparing the K samples of a clip with each other (K >= 2).
 _BETWEEN_SAMPLES = ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
-                    "agreement_eyes")
+                    "agreement_eyes", "closed_fraction_samples", "closed_fraction_truth",
+                    "samples_with_blink", "truth_with_blink", "blink_overlap",
+                    "head_diversity", "head_motion_samples", "head_motion_truth")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -85,20 +92,21 @@ def region_masks(resolution: int) -> tuple[tuple[str, ...], np.ndarray]:
   return tuple(names), np.stack(masks)
 
 
-def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
+def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
                masks: tuple[tuple[str, ...], np.ndarray] | None) -> dict[str, np.ndarray]:
   """Scores K generated videos of one clip (frame 0 excluded).
 
   Args:
     samples: uint8 [K, T, S, S, 3].
     clip: the clip ({'frames' uint8 [T, S, S, 3], 'mouth_landmarks' [T, 20, 2], ...}).
-    truth_opening: [T-1] mouth opening of the ground-truth frames 1..T-1.
+    truth_landmarks: [T-1, 68, 2] Dlib landmarks of the ground-truth frames 1..T-1
+      (``data_prep.face.landmarks_on_aligned``).
     masks: ``region_masks`` for diversity, or None to skip it and the agreement (K = 1).
 
   Returns:
-    {'ssim', 'psnr', 'lmd', 'lipsync_r': [K]} (r is nan for a constant opening) and, with
-    masks, a scalar per diversity region and 'agreement_mouth', 'agreement_eyes' (nan when
-    no pair of curves has a defined r).
+    {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening)
+    and, with masks, a scalar per diversity region, 'agreement_mouth', 'agreement_eyes' (nan
+    when no pair of curves has a defined r) and ``metrics.sample_variation``'s figures.
   """
   num_samples, num_frames, size = samples.shape[:3]
   scores = {k: v.mean(axis=1) for k, v in frame_scores(samples, clip["frames"]).items()}
@@ -107,8 +115,14 @@ def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
   true_mouth = np.broadcast_to(clip["mouth_landmarks"][1:], fitted[:, :, _MOUTH].shape)
   scores["lmd"] = np.asarray(metrics.landmark_distance(fitted[:, :, _MOUTH], true_mouth))
   opening = face.mouth_opening(fitted.reshape(-1, 68, 2), size).reshape(num_samples, -1)
+  truth_opening = face.mouth_opening(truth_landmarks, size)
   scores["lipsync_r"] = np.asarray(
       metrics.pearson_r(opening, np.broadcast_to(truth_opening, opening.shape)), np.float32)
+  y0, y1, x0, x1 = face.region_boxes(size)["eyes"]
+  eye_mask = np.zeros((size, size), np.float32)
+  eye_mask[y0:y1, x0:x1] = 1.0
+  scores["mse_eyes"] = metrics.region_mse(samples[:, 1:] / 255.0, clip["frames"][1:] / 255.0,
+                                          eye_mask).astype(np.float32)
   if masks is not None:
     names, region_weights = masks
     values = _diversity(np.asarray(samples[:, 1:], np.float32) / 255.0, region_weights)
@@ -116,6 +130,8 @@ def score_clip(samples: np.ndarray, clip: dict, truth_opening: np.ndarray,
     eyes = face.eye_opening(fitted.reshape(-1, 68, 2)).reshape(num_samples, -1)
     scores["agreement_mouth"] = metrics.mean_pairwise_r(opening)
     scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
+    scores.update(metrics.sample_variation(eyes, face.eye_opening(truth_landmarks), fitted,
+                                           truth_landmarks))
   return scores
 
 
@@ -153,7 +169,7 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
   for name in _BETWEEN_SAMPLES:
     values = [clip[name] for clip in stochastic if np.isfinite(clip.get(name, math.nan))]
     results[name] = float(np.mean(values)) if values else math.nan
-  for name in ("ssim", "psnr", "lmd", "lipsync_r"):
+  for name in ("ssim", "psnr", "lmd", "lipsync_r", "mse_eyes"):
     values = np.concatenate([clip[name] for clip in deterministic])
     values = values[np.isfinite(values)] if name == "lipsync_r" else values
     results[f"deterministic_{name}"] = float(np.mean(values)) if values.size else math.nan
@@ -167,7 +183,7 @@ def format_table(results: dict) -> str:
            f"{results['frames_scored']} frames scored (frame 0 excluded)",
            f"{'metric':<12}{'mean of K':>12}{'best of K':>12}{'determin.':>12}"]
   fmt = lambda v: f"{v:>12.4f}" if v is not None else f"{'-':>12}"
-  for name in ("ssim", "psnr", "lmd", "lipsync_r"):
+  for name in ("ssim", "psnr", "lmd", "lipsync_r", "mse_eyes"):
     lines.append(f"{name:<12}{fmt(results[f'{name}_mean_of_k'])}"
                  f"{fmt(results[f'{name}_best_of_k'])}{fmt(results[f'deterministic_{name}'])}")
   for name in _BETWEEN_SAMPLES:
@@ -228,10 +244,9 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict]) -> dict:
   for clip, samples, baseline in tqdm.tqdm(
       list(zip(clips, stochastic_videos, deterministic_videos)), desc="scoring clips",
       unit="clip", leave=False):
-    truth_opening = face.mouth_opening(face.landmarks_on_aligned(clip["frames"][1:]),
-                                       config.model.resolution)
-    stochastic.append(score_clip(samples, clip, truth_opening, masks))
-    deterministic.append(score_clip(baseline, clip, truth_opening, None))
+    truth_landmarks = face.landmarks_on_aligned(clip["frames"][1:])
+    stochastic.append(score_clip(samples, clip, truth_landmarks, masks))
+    deterministic.append(score_clip(baseline, clip, truth_landmarks, None))
     held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
     still.append(frame_scores(held, clip["frames"]))
     frames_scored += len(clip["frames"]) - 1

@@ -133,6 +133,15 @@ def format_summary(results: dict, workdir: str) -> str:
                "agreement_eyes"):
     if name in ev:
       lines.append(f"  {name:<16} {_fmt(ev[name])}")
+  if "blink_overlap" in ev:  # metrics.sample_variation, averaged over the evaluated clips.
+    lines.append(
+        f"  eval blinks: samples with one {_fmt(ev['samples_with_blink'])} (clips "
+        f"{_fmt(ev['truth_with_blink'])}); closed-eye frames {_fmt(ev['closed_fraction_samples'])}"
+        f" (clips {_fmt(ev['closed_fraction_truth'])}); overlap of two samples' blinks "
+        f"{_fmt(ev['blink_overlap'])}\n  head: diversity {_fmt(ev['head_diversity'])} px, motion "
+        f"{_fmt(ev['head_motion_samples'])} px (clips {_fmt(ev['head_motion_truth'])}); eye "
+        f"MSE best of K {_fmt(ev['mse_eyes_best_of_k'])} vs deterministic "
+        f"{_fmt(ev['deterministic_mse_eyes'])}")
   sync = results.get("synthetic_lip_sync")
   if sync:
     lines.append(f"  lip sync r vs the synthetic curve: samples mean {_fmt(sync['sample_r_mean'])}"

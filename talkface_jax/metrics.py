@@ -315,3 +315,127 @@ def best_and_mean_of_k(
                 else jnp.argmin(ranking, axis=0))
   best = jnp.take_along_axis(clip_scores, best_index[None, :], axis=0)[0]
   return jnp.mean(best), jnp.mean(clip_scores)
+
+
+# -------------------------------------------------------------------------------------------------
+# What varies between the K samples where the audio does not decide: blinks and head motion.
+# -------------------------------------------------------------------------------------------------
+
+# A frame's eyes count as closed when the eye opening is under this fraction of the clip's
+# open level (the median opening of its ground-truth frames).
+CLOSED_EYE_LEVEL = 0.5
+
+
+def closed_eyes(openings: ArrayLike, open_level: float) -> np.ndarray:
+  """Boolean [..., T]: frames whose eye opening is under half of ``open_level``.
+
+  Args:
+    openings: [..., T] eye openings (e.g. Dlib eye aspect ratios) of K samples or a clip.
+    open_level: the clip's open-eye level, e.g. the median opening of its true frames.
+  """
+  return np.asarray(openings, np.float64) < CLOSED_EYE_LEVEL * float(open_level)
+
+
+def blink_overlap(closed: ArrayLike) -> Tuple[float, int]:
+  """How much K samples blink together: closed-eye frame overlap of samples that both blink.
+
+  For every pair i < j of samples that both have a closed-eye frame, the overlap is
+  |A_i & A_j| / min(|A_i|, |A_j|), A being the set of closed-eye frames: 1 when the shorter
+  blink lies inside the other (the samples blink together), 0 when the blinks are disjoint.
+
+  Args:
+    closed: boolean [K, T], ``closed_eyes`` of K samples of one clip.
+
+  Returns:
+    (mean overlap over those pairs, nan if there are none; the number of pairs).
+  """
+  closed = np.asarray(closed, bool)
+  if closed.ndim != 2:
+    raise ValueError(f'blink_overlap: expected [K, T], got {closed.shape}.')
+  counts = closed.sum(axis=1)
+  values = []
+  for i, j in zip(*np.triu_indices(closed.shape[0], 1)):
+    if counts[i] and counts[j]:
+      values.append(np.sum(closed[i] & closed[j]) / min(counts[i], counts[j]))
+  return (float(np.mean(values)) if values else math.nan), len(values)
+
+
+def head_trajectory(landmarks: ArrayLike) -> np.ndarray:
+  """The face's position over time: the centroid of the 68 Dlib landmarks [..., T, 68, 2]
+  -> [..., T, 2] in pixels (on aligned crops it moves with the head's residual sway)."""
+  landmarks = np.asarray(landmarks, np.float64)
+  if landmarks.ndim < 3 or landmarks.shape[-1] != 2:
+    raise ValueError(f'head_trajectory: expected [..., T, P, 2], got {landmarks.shape}.')
+  return landmarks.mean(axis=-2)
+
+
+def head_motion(trajectory: ArrayLike) -> np.ndarray:
+  """How much a head moves within a clip: mean distance of [..., T, 2] from its own mean
+  position (pixels) -> [...]."""
+  trajectory = np.asarray(trajectory, np.float64)
+  centre = trajectory.mean(axis=-2, keepdims=True)
+  return np.linalg.norm(trajectory - centre, axis=-1).mean(axis=-1)
+
+
+def pairwise_trajectory_distance(trajectories: ArrayLike) -> float:
+  """Head diversity: mean over pairs i < j of the mean per-frame distance (pixels) between
+  the trajectories [K, T, 2] of K samples; nan for K < 2."""
+  trajectories = np.asarray(trajectories, np.float64)
+  if trajectories.ndim != 3 or trajectories.shape[-1] != 2:
+    raise ValueError(f'pairwise_trajectory_distance: expected [K, T, 2], got '
+                     f'{trajectories.shape}.')
+  i, j = np.triu_indices(trajectories.shape[0], 1)
+  if not i.size:
+    return math.nan
+  return float(np.linalg.norm(trajectories[i] - trajectories[j], axis=-1).mean())
+
+
+def region_mse(videos: ArrayLike, truth: ArrayLike, mask: ArrayLike) -> np.ndarray:
+  """Mean squared error inside a region: videos [K, T, H, W, C] vs truth [T, H, W, C], mask
+  [H, W] (weights) -> [K], averaged over the masked pixels, channels and frames."""
+  videos = np.asarray(videos, np.float64)
+  truth = np.asarray(truth, np.float64)
+  weights = np.asarray(mask, np.float64)
+  if videos.shape[1:] != truth.shape or weights.shape != truth.shape[1:3]:
+    raise ValueError(f'region_mse: shapes {videos.shape}, {truth.shape}, mask {weights.shape} '
+                     'do not match [K, T, H, W, C], [T, H, W, C], [H, W].')
+  per_pixel = np.square(videos - truth).mean(axis=-1)  # [K, T, H, W]
+  return (per_pixel * weights).sum(axis=(-2, -1)).mean(axis=1) / weights.sum()
+
+
+def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
+                     sample_landmarks: ArrayLike, truth_landmarks: ArrayLike
+                     ) -> dict[str, float]:
+  """Blink and head figures of one clip's K samples against its ground truth.
+
+  Args:
+    sample_eyes: [K, T] eye openings of the samples (frame 0 excluded).
+    truth_eyes: [T] eye openings of the ground-truth frames; their median is the open level.
+    sample_landmarks: [K, T, 68, 2] Dlib landmarks of the samples.
+    truth_landmarks: [T, 68, 2] Dlib landmarks of the ground truth.
+
+  Returns:
+    'closed_fraction_samples' / 'closed_fraction_truth': fraction of frames with closed eyes;
+    'samples_with_blink': fraction of samples with a closed-eye frame; 'truth_with_blink': 1.0
+    if the ground truth has one, else 0.0; 'blink_overlap' (nan without a pair of blinking
+    samples) and 'blink_pairs' (``blink_overlap``); 'head_diversity': pairwise distance of the
+    samples' head trajectories (pixels); 'head_motion_samples' / 'head_motion_truth': mean
+    ``head_motion`` of the samples / of the ground truth (pixels).
+  """
+  truth_eyes = np.asarray(truth_eyes, np.float64)
+  level = float(np.median(truth_eyes))
+  closed = closed_eyes(sample_eyes, level)
+  truth_closed = closed_eyes(truth_eyes, level)
+  overlap, pairs = blink_overlap(closed)
+  trajectories = head_trajectory(sample_landmarks)
+  return {
+      'closed_fraction_samples': float(closed.mean()),
+      'closed_fraction_truth': float(truth_closed.mean()),
+      'samples_with_blink': float(closed.any(axis=1).mean()),
+      'truth_with_blink': float(truth_closed.any()),
+      'blink_overlap': overlap,
+      'blink_pairs': float(pairs),
+      'head_diversity': pairwise_trajectory_distance(trajectories),
+      'head_motion_samples': float(head_motion(trajectories).mean()),
+      'head_motion_truth': float(head_motion(head_trajectory(truth_landmarks))),
+  }

@@ -79,7 +79,8 @@ def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
     assert evaluation[f"{name}_best_of_k"] >= evaluation[f"{name}_mean_of_k"]
   assert 0.0 < evaluation["ssim_best_of_k"] <= 1.0
   for name in ("lipsync_r_mean_of_k", "diversity", "diversity_eyes", "diversity_mouth",
-               "agreement_mouth", "agreement_eyes"):
+               "agreement_mouth", "agreement_eyes", "samples_with_blink", "blink_overlap",
+               "head_diversity", "mse_eyes_best_of_k", "deterministic_mse_eyes"):
     assert name in evaluation
   sync = metrics["synthetic_lip_sync"]
   per_clip = list(sync["per_clip"].values())
@@ -116,6 +117,7 @@ def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
   side_frames, _ = media.read_video(side[0])
   assert side_frames.shape[1:] == (res, res * (1 + config.sample.num_samples), 3)
   assert "Finished at step" in first.stdout
+  assert "eval blinks: samples with one" in first.stdout
   # A quiet console: progress, warnings and the summaries; library logs are in WORKDIR/log.
   assert "I0000" not in first.stderr and "absl" not in first.stderr, first.stderr[-3000:]
   assert " INFO " not in first.stderr and "Orbax" not in first.stderr, first.stderr[-3000:]

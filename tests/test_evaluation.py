@@ -57,25 +57,30 @@ def test_mouth_opening_grows_with_the_inner_lip_gap():
 
 def test_score_clip_on_the_truth_and_on_a_mouth_only_change(aligned_clip):
   frames = aligned_clip["frames"]
-  truth_opening = face.mouth_opening(face.landmarks_on_aligned(frames[1:]), 64)
+  truth_landmarks = face.landmarks_on_aligned(frames[1:])
   masks = evaluation.region_masks(64)
-  perfect = evaluation.score_clip(np.stack([frames, frames]), aligned_clip, truth_opening, masks)
+  perfect = evaluation.score_clip(np.stack([frames, frames]), aligned_clip, truth_landmarks, masks)
   np.testing.assert_allclose(perfect["ssim"], 1.0, atol=1e-6)
   assert perfect["lmd"].max() < 1.5  # Refit on the crops vs. the alignment's own fit.
   assert perfect["diversity"] == perfect["diversity_eyes"] == perfect["diversity_mouth"] == 0
   assert perfect["agreement_mouth"] == pytest.approx(1.0)  # Identical samples agree fully.
+  np.testing.assert_array_equal(perfect["mse_eyes"], 0.0)
+  assert perfect["head_diversity"] == 0.0
+  assert perfect["closed_fraction_samples"] == perfect["closed_fraction_truth"]
+  assert perfect["samples_with_blink"] == perfect["truth_with_blink"]
   (y0, y1, x0, x1) = face.region_boxes(64)["mouth"]
   changed = frames.copy()
   changed[1:, y0:y1, x0:x1] = 255 - changed[1:, y0:y1, x0:x1]
-  scores = evaluation.score_clip(np.stack([frames, changed]), aligned_clip, truth_opening, masks)
+  scores = evaluation.score_clip(np.stack([frames, changed]), aligned_clip, truth_landmarks, masks)
   assert scores["ssim"][0] > scores["ssim"][1]
   assert scores["diversity_mouth"] > scores["diversity"] > scores["diversity_eyes"] == 0
+  np.testing.assert_array_equal(scores["mse_eyes"], 0.0)  # The eyes were left alone.
 
 
 def test_summarize_mean_best_and_undefined_correlations():
   clip = lambda ssim, psnr, lmd, r: {
       "ssim": np.array(ssim), "psnr": np.array(psnr), "lmd": np.array(lmd),
-      "lipsync_r": np.array(r, np.float32), "diversity": 0.1, "diversity_eyes": 0.2,
+      "mse_eyes": 0.01 * np.array(lmd), "lipsync_r": np.array(r, np.float32), "diversity": 0.1, "diversity_eyes": 0.2,
       "diversity_mouth": 0.3}
   stochastic = [clip([0.5, 0.7], [20.0, 30.0], [2.0, 1.0], [0.2, math.nan]),
                 clip([0.9, 0.8], [25.0, 24.0], [3.0, 5.0], [math.nan, math.nan])]
@@ -85,6 +90,8 @@ def test_summarize_mean_best_and_undefined_correlations():
   assert results["ssim_best_of_k"] == pytest.approx((0.7 + 0.9) / 2)
   assert results["psnr_best_of_k"] == pytest.approx((30.0 + 25.0) / 2)
   assert results["lmd_best_of_k"] == pytest.approx((1.0 + 3.0) / 2)  # Lower is better.
+  assert results["mse_eyes_best_of_k"] == pytest.approx(0.02)  # Lower is better.
+  assert results["deterministic_mse_eyes"] == pytest.approx(0.02)
   assert results["lipsync_r_mean_of_k"] == pytest.approx(0.2)
   assert results["lipsync_r_best_of_k"] == pytest.approx(0.2)
   assert results["lipsync_r_defined"] == pytest.approx(0.25)
@@ -99,7 +106,10 @@ _FIELDS = {
     "lmd_best_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k", "lipsync_r_defined",
     "diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth", "agreement_eyes",
     "deterministic_ssim", "deterministic_psnr", "deterministic_lmd", "deterministic_lipsync_r",
-    "still_frame_ssim", "still_frame_psnr"}
+    "still_frame_ssim", "still_frame_psnr", "mse_eyes_mean_of_k", "mse_eyes_best_of_k",
+    "deterministic_mse_eyes", "closed_fraction_samples", "closed_fraction_truth",
+    "samples_with_blink", "truth_with_blink", "blink_overlap", "head_diversity",
+    "head_motion_samples", "head_motion_truth"}
 
 
 def _trained_workdir(tmp_path):

@@ -1,6 +1,7 @@
 """Tests for talkface_jax.metrics: scikit-image agreement and analytic cases."""
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -221,3 +222,77 @@ def test_mean_pairwise_r():
   assert np.isnan(metrics.mean_pairwise_r(series[2:]))
   with pytest.raises(ValueError, match='expected \\[K, T\\]'):
     metrics.mean_pairwise_r(rising)
+
+
+# Blinks and head motion between samples.
+
+
+def test_closed_eyes_is_under_half_the_open_level():
+  closed = metrics.closed_eyes([0.35, 0.2, 0.1, 0.174, 0.176], open_level=0.35)
+  np.testing.assert_array_equal(closed, [False, False, True, True, False])
+
+
+def test_blink_overlap_known_cases():
+  t = np.zeros((4, 20), bool)
+  t[0, 2:8] = True    # 6 frames
+  t[1, 5:8] = True    # 3 frames, inside sample 0: overlap 1
+  t[2, 12:16] = True  # disjoint from 0 and 1: overlap 0
+  # Sample 3 never blinks: pairs with it do not count.
+  overlap, pairs = metrics.blink_overlap(t)
+  assert pairs == 3
+  np.testing.assert_allclose(overlap, (1.0 + 0.0 + 0.0) / 3)
+  t[2, 12:16] = False
+  t[2, 6:10] = True   # 2 of 4 frames shared with sample 0, 2 of 3 with sample 1
+  overlap, _ = metrics.blink_overlap(t)
+  np.testing.assert_allclose(overlap, (1.0 + 2 / 4 + 2 / 3) / 3)
+
+
+def test_blink_overlap_without_two_blinking_samples_is_nan():
+  t = np.zeros((3, 10), bool)
+  t[1, 4] = True
+  overlap, pairs = metrics.blink_overlap(t)
+  assert math.isnan(overlap) and pairs == 0
+  with pytest.raises(ValueError, match=r'\[K, T\]'):
+    metrics.blink_overlap(t[0])
+
+
+def test_head_trajectory_motion_and_pairwise_distance():
+  rng = np.random.default_rng(0)
+  shape = rng.normal(size=(68, 2))
+  path = np.stack([np.arange(5.0), np.zeros(5)], -1)  # Moves 1 px/frame along x.
+  a = shape + path[:, None]
+  b = a + np.array([0.0, 3.0])  # Same motion, 3 px lower.
+  traj = metrics.head_trajectory(np.stack([a, b]))
+  np.testing.assert_allclose(traj[0] - traj[0, :1], path, atol=1e-12)
+  np.testing.assert_allclose(metrics.head_motion(traj), [1.2, 1.2])  # |x - 2| mean over 0..4.
+  np.testing.assert_allclose(metrics.pairwise_trajectory_distance(traj), 3.0)
+  assert math.isnan(metrics.pairwise_trajectory_distance(traj[:1]))
+
+
+def test_region_mse_counts_only_the_masked_pixels():
+  truth = np.zeros((2, 4, 4, 3))
+  videos = np.zeros((2, 2, 4, 4, 3))
+  videos[0, :, 0, 0] = 1.0   # Inside the mask.
+  videos[1, :, 3, 3] = 1.0   # Outside it.
+  mask = np.zeros((4, 4))
+  mask[:2, :2] = 1.0
+  np.testing.assert_allclose(metrics.region_mse(videos, truth, mask), [0.25, 0.0])
+
+
+def test_sample_variation_of_one_clip():
+  open_eye, closed_eye = 0.3, 0.05
+  truth_eyes = np.full(20, open_eye)
+  truth_eyes[10:13] = closed_eye  # 3 of 20 frames.
+  sample_eyes = np.full((3, 20), open_eye)
+  sample_eyes[0, 2:6] = closed_eye
+  sample_eyes[1, 4:8] = closed_eye  # Overlaps sample 0 in 2 of 4 frames.
+  landmarks = np.zeros((3, 20, 68, 2))
+  landmarks[1] += 2.0  # 2 px right and down: sqrt(8) from the others.
+  figures = metrics.sample_variation(sample_eyes, truth_eyes, landmarks, landmarks[0])
+  assert figures['closed_fraction_samples'] == pytest.approx(8 / 60)
+  assert figures['closed_fraction_truth'] == pytest.approx(3 / 20)
+  assert figures['samples_with_blink'] == pytest.approx(2 / 3)
+  assert figures['truth_with_blink'] == 1.0
+  assert figures['blink_overlap'] == pytest.approx(0.5) and figures['blink_pairs'] == 1
+  assert figures['head_diversity'] == pytest.approx(2 * math.sqrt(8) / 3)
+  assert figures['head_motion_samples'] == 0.0 == figures['head_motion_truth']

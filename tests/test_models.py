@@ -141,3 +141,97 @@ def test_deterministic_generation_ignores_the_key(tiny_generation):
   a, b = run(jax.random.key(0)), run(jax.random.key(1))
   np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(a[:, 0], a[:, 1], atol=1e-6)
+
+
+# -------------------------------------------------------------------------------------------------
+# Options beyond the paper: the learned prior and temporally correlated latents.
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["default", "grid", "lrw", "demo"])
+def test_paper_prior_is_the_default(module):
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{module}").get_config()
+  model = talkface.build_model(config.model)
+  if module != "demo":
+    assert model.prior == "audio" and model.latent_correlation == 0.0
+
+
+def test_bad_prior_options_are_errors():
+  with pytest.raises(ValueError, match="model.prior='lstm'"):
+    _tiny_model(prior="lstm")
+  with pytest.raises(ValueError, match="latent_correlation=1.0"):
+    _tiny_model(latent_correlation=1.0)
+
+
+def _init_tiny(model, frames, mfcc):
+  rngs = {"params": jax.random.key(0), "latent": jax.random.key(1)}
+  variables = jax.jit(functools.partial(model.init, train=True))(rngs, frames, mfcc)
+  _, stats = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+      variables, frames, mfcc, rngs=rngs)
+  return {"params": variables["params"], **stats}
+
+
+@pytest.fixture(scope="module")
+def learned_generation():
+  """Both options on: the learned prior and AR(1) noise (rho 0.5)."""
+  model = _tiny_model(bn_momentum=0.0, prior="learned", latent_correlation=0.5)
+  rng = np.random.default_rng(1)
+  frames = jnp.asarray(rng.uniform(size=(2, 6, 64, 64, 3)), jnp.float32)
+  mfcc = jnp.asarray(rng.normal(size=(2, 6, 28, 12)), jnp.float32)
+  return model, _init_tiny(model, frames, mfcc), frames, mfcc
+
+
+def _train_prior(model, variables, frames, mfcc):
+  out = jax.jit(functools.partial(model.apply, train=False))(
+      variables, frames, mfcc, rngs={"latent": jax.random.key(0)})
+  return np.asarray(out.prior_mu)
+
+
+def test_learned_prior_sees_the_previous_frame(learned_generation):
+  """Changing true frame 3 changes the learned prior's z_4 (index 3) but not z_1..z_3; the
+  paper's audio prior ignores the frames altogether."""
+  model, variables, frames, mfcc = learned_generation
+  changed = frames.at[:, 3].set(1.0 - frames[:, 3])
+  before, after = (_train_prior(model, variables, f, mfcc) for f in (frames, changed))
+  assert before.shape == (2, 5, model.z_dim)
+  np.testing.assert_array_equal(before[:, :3], after[:, :3])
+  assert np.abs(before[:, 3] - after[:, 3]).max() > 1e-4
+  audio_model = _tiny_model(bn_momentum=0.0)
+  audio_vars = _init_tiny(audio_model, frames, mfcc)
+  np.testing.assert_array_equal(_train_prior(audio_model, audio_vars, frames, mfcc),
+                                _train_prior(audio_model, audio_vars, changed, mfcc))
+
+
+def test_learned_prior_generation_is_chunkable_and_sample_dependent(learned_generation):
+  """Every state of both options (prior LSTM per sample, the last noise) crosses chunks."""
+  model, variables, frames, mfcc = learned_generation
+  key = jax.random.key(5)
+  whole = np.asarray(jax.jit(functools.partial(talkface.generate, model, num_samples=3))(
+      variables, frames[:, 0], mfcc, key))
+  assert whole.shape == (2, 3, 6, 64, 64, 3)
+  chunk = jax.jit(functools.partial(talkface.generate_chunk, model))
+  state = talkface.start_generation(model, variables, frames[:, 0], 3)
+  chunks = []
+  for start, stop in [(1, 3), (3, 6)]:
+    state, out = chunk(variables, state, mfcc[:, start:stop], key)
+    chunks.append(np.asarray(out))
+  np.testing.assert_allclose(np.concatenate(chunks, axis=2), whole[:, :, 1:], atol=1e-5)
+  assert np.abs(whole[:, 0, 1:] - whole[:, 1, 1:]).max() > 1e-4
+  # Deterministic: z is the prior's mean given the generated frames, the same for every key.
+  det = jax.jit(functools.partial(talkface.generate, model, num_samples=2, deterministic=True))
+  np.testing.assert_array_equal(det(variables, frames[:, 0], mfcc, jax.random.key(0)),
+                                det(variables, frames[:, 0], mfcc, jax.random.key(1)))
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.8])
+def test_latent_noise_is_ar1_with_unit_variance(rho):
+  eps, key = jnp.zeros((20000,)), jax.random.key(9)
+  sequence = []
+  for t in range(1, 9):
+    eps = talkface.latent_noise(key, jnp.int32(t), eps, rho)
+    sequence.append(np.asarray(eps))
+  sequence = np.stack(sequence)
+  lag1 = np.mean([np.corrcoef(sequence[t], sequence[t + 1])[0, 1] for t in range(7)])
+  assert abs(lag1 - rho) < 0.03
+  np.testing.assert_allclose(sequence.var(axis=1), 1.0, atol=0.05)

@@ -3,14 +3,21 @@
 Per time step t = 1..T-1 of a clip with identity frame f_0:
 
 * frame posterior ``q_f(z_t | f_1..f_t)``: LSTM over ``Enc_f`` codes of the true frames;
-* audio prior ``q_a(z_t | a_1..a_t)``: LSTM over ``Enc_a`` codes of the MFCC windows;
+* audio prior ``q_a(z_t | a_1..a_t)``: LSTM over ``Enc_a`` codes of the MFCC windows (the
+  paper's, ``prior='audio'``), or with ``prior='learned'`` SVG-LP's learned prior
+  ``q_a(z_t | a_1..a_t, f_0..f_{t-1})``: the same LSTM over ``[Enc_a(a_t), Enc_f(f_{t-1})]``,
+  the previous TRUE frame in training and the previous GENERATED frame at generation, so a
+  draw that starts a blink is seen by the next step's prior, which can continue it;
 * frame predictor: LSTM over ``[Enc_f(f_{t-1}), z_t]`` -> code of f_t, decoded with the
   identity frame's skips.
 
 ``__call__`` is the teacher-forced training pass (previous frame = ground truth, z from the
 frame posterior). ``generate`` draws z from the audio prior and feeds each generated frame
 back; it draws K latent sequences per input in one batched call and can run in chunks with
-every state carried across chunk borders.
+every state carried across chunk borders. ``latent_correlation`` = rho > 0 makes the
+generation noise AR(1) over time, eps_t = rho eps_{t-1} + sqrt(1 - rho^2) n_t (the same N(0, 1)
+marginal per frame, but a draw persists for about (1 + rho) / (1 - rho) frames); 0 is the
+paper's independent draw per frame. It changes generation only, not training.
 """
 
 from typing import Any
@@ -52,6 +59,8 @@ class TalkFace(nn.Module):
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
+  prior: str = "audio"  # 'audio' (paper) or 'learned' (also sees the previous frame's code).
+  latent_correlation: float = 0.0  # AR(1) coefficient of the generation noise over time.
 
   def setup(self):
     common = dict(bn_momentum=self.bn_momentum, dtype=self.dtype, conv_impl=self.conv_impl)
@@ -86,7 +95,11 @@ class TalkFace(nn.Module):
     context = self.frame_decoder.identity_context(identity_skips)
 
     _, post_mu, post_logvar = self.frame_posterior(codes[:, 1:])
-    _, prior_mu, prior_logvar = self.audio_prior(self.encode_audio(mfcc[:, 1:], train))
+    prior_inputs = self.encode_audio(mfcc[:, 1:], train)
+    if self.prior == "learned":  # Teacher forcing: the previous true frame's code.
+      prior_inputs = jnp.concatenate([prior_inputs, codes[:, :-1].astype(prior_inputs.dtype)],
+                                     axis=-1)
+    _, prior_mu, prior_logvar = self.audio_prior(prior_inputs)
     eps = jax.random.normal(self.make_rng("latent"), post_mu.shape, post_mu.dtype)
     z = post_mu + jnp.exp(0.5 * post_logvar) * eps
 
@@ -130,11 +143,45 @@ class TalkFace(nn.Module):
     carry, predicted = self.predictor(codes[:, None], z.reshape(b * k, 1, -1), carry)
     return carry, self.frame_decoder(predicted.reshape(b, k, -1), context, train)
 
+  def predict_frame_learned(self, prev_frames: jax.Array, audio_code: jax.Array,
+                            eps: jax.Array, context, prior_carry, predictor_carry,
+                            train: bool):
+    """One generation step with the learned prior (``prior='learned'``).
+
+    The previous frame's code feeds both the prior (with the audio code) and the predictor.
+
+    Args:
+      prev_frames: [B, K, H, W, 3], the previous (generated) frames.
+      audio_code: [B, audio_dim], ``encode_audio`` of this frame's window.
+      eps: [B, K, z_dim] noise (zeros for the prior's mean).
+      context: ``identity_context`` of the B inputs.
+      prior_carry, predictor_carry: LSTM states of the B * K sequences.
+      train: BatchNorm mode.
+
+    Returns:
+      (prior_carry, predictor_carry, frames [B, K, H, W, 3]).
+    """
+    b, k = prev_frames.shape[:2]
+    codes, _ = self.frame_encoder(prev_frames.reshape(b * k, *prev_frames.shape[2:]), train)
+    audio = jnp.broadcast_to(audio_code[:, None], (b, k, audio_code.shape[-1]))
+    prior_in = jnp.concatenate([audio.reshape(b * k, -1), codes.astype(audio.dtype)], -1)
+    prior_carry, mu, logvar = self.audio_prior(prior_in[:, None], prior_carry)
+    z = mu + jnp.exp(0.5 * logvar) * eps.reshape(b * k, 1, -1)
+    predictor_carry, predicted = self.predictor(codes[:, None], z, predictor_carry)
+    frames = self.frame_decoder(predicted.reshape(b, k, -1), context, train)
+    return prior_carry, predictor_carry, frames
+
 
 def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
   """The model described by ``config.model``."""
   if model_config.conv_impl not in ("xla", "fast_wgrad", "auto"):
     raise ValueError(f"model.conv_impl={model_config.conv_impl!r}: use xla, fast_wgrad or auto")
+  prior = model_config.get("prior", "audio")
+  if prior not in ("audio", "learned"):
+    raise ValueError(f"model.prior={prior!r}: use audio or learned")
+  rho = float(model_config.get("latent_correlation", 0.0))
+  if not 0.0 <= rho < 1.0:
+    raise ValueError(f"model.latent_correlation={rho}: must be in [0, 1)")
   return TalkFace(
       resolution=model_config.resolution,
       encoder_widths=tuple(model_config.encoder_widths),
@@ -144,7 +191,7 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
       audio_widths=tuple(model_config.audio_widths), audio_hidden=model_config.audio_hidden,
       audio_dim=model_config.audio_dim, audio_bn_relu=model_config.audio_bn_relu,
       bn_momentum=model_config.bn_momentum, dtype=jnp.dtype(model_config.dtype),
-      conv_impl=model_config.conv_impl)
+      conv_impl=model_config.conv_impl, prior=prior, latent_correlation=rho)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -157,23 +204,27 @@ class GenerationState:
   """Everything carried across chunk borders of one generation."""
   context: list[jax.Array]  # Identity skip contributions of the B inputs.
   prev_frames: jax.Array  # [B, K, H, W, 3], last frame of each sample.
-  prior_carry: Any  # Audio prior LSTM state of the B inputs.
+  prior_carry: Any  # Prior LSTM state of the B inputs (B * K samples for prior='learned').
   predictor_carry: Any  # Predictor LSTM state of the B * K samples.
   step: jax.Array  # Index of the next frame (frame 0 is the identity frame).
+  noise: jax.Array  # [B, K, z_dim], the last frame's noise eps (for latent_correlation).
 
 
 def start_generation(model: TalkFace, variables, frame0: jax.Array, num_samples: int,
                      batch_norm: str = "running") -> GenerationState:
   """The state before frame 1: frame0 [B, H, W, 3] repeated for K samples, zero LSTM states."""
   b = frame0.shape[0]
+  prior_batch = b * num_samples if model.prior == "learned" else b
   context = _apply(model, variables, batch_norm, frame0, method=TalkFace.identity_context)
   prev = jnp.broadcast_to(frame0[:, None], (b, num_samples, *frame0.shape[1:]))
   return GenerationState(
       context=context, prev_frames=prev.astype(jnp.float32),
-      prior_carry=recurrent.zero_carry(b, model.rnn_size, model.posterior_layers, model.dtype),
+      prior_carry=recurrent.zero_carry(prior_batch, model.rnn_size, model.posterior_layers,
+                                       model.dtype),
       predictor_carry=recurrent.zero_carry(b * num_samples, model.rnn_size,
                                            model.predictor_layers, model.dtype),
-      step=jnp.ones((), jnp.int32))
+      step=jnp.ones((), jnp.int32),
+      noise=jnp.zeros((b, num_samples, model.z_dim), jnp.float32))
 
 
 def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.Array,
@@ -199,29 +250,61 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
   """
   b, k = state.prev_frames.shape[:2]
   keys = input_keys(key, b)
-  prior_carry, mu, logvar = _apply(model, variables, batch_norm, mfcc, state.prior_carry,
-                                   method=TalkFace.prior_chunk)
+  rho = model.latent_correlation
+  learned = model.prior == "learned"
+
+  if learned:
+    audio = _apply(model, variables, batch_norm, mfcc, method=TalkFace.encode_audio)
+    xs = audio  # [B, C, audio_dim]
+  else:
+    prior_carry, mu, logvar = _apply(model, variables, batch_norm, mfcc, state.prior_carry,
+                                     method=TalkFace.prior_chunk)
+    xs = (mu, logvar)  # [B, C, z] each
 
   def step(carry, inputs):
-    prev_frames, predictor_carry = carry
-    mu_t, logvar_t, t = inputs  # [B, z], [B, z], []
-    eps = jax.vmap(lambda row_key: jax.random.normal(
-        jax.random.fold_in(row_key, t), (k, mu_t.shape[-1]), mu_t.dtype))(keys)
-    eps = jnp.zeros_like(eps) if deterministic else eps
-    z = mu_t[:, None] + jnp.exp(0.5 * logvar_t)[:, None] * eps
-    predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
-                                     state.context, predictor_carry,
-                                     method=TalkFace.predict_frame)
+    prev_frames, prev_eps, prior_c, predictor_carry = carry
+    x_t, t = inputs
+    eps = latent_noise(keys, t, prev_eps, rho)
+    draw = jnp.zeros_like(eps) if deterministic else eps
+    if learned:
+      prior_c, predictor_carry, frames = _apply(
+          model, variables, batch_norm, prev_frames, x_t, draw, state.context, prior_c,
+          predictor_carry, method=TalkFace.predict_frame_learned)
+    else:
+      mu_t, logvar_t = x_t  # [B, z], [B, z]
+      z = mu_t[:, None] + jnp.exp(0.5 * logvar_t)[:, None] * draw
+      predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
+                                       state.context, predictor_carry,
+                                       method=TalkFace.predict_frame)
     frames = frames.astype(jnp.float32)
-    return (frames, predictor_carry), frames
+    return (frames, eps, prior_c, predictor_carry), frames
 
   steps = state.step + jnp.arange(mfcc.shape[1], dtype=jnp.int32)
-  (prev_frames, predictor_carry), frames = jax.lax.scan(
-      step, (state.prev_frames, state.predictor_carry),
-      (jnp.moveaxis(mu, 1, 0), jnp.moveaxis(logvar, 1, 0), steps))
+  scan_prior = state.prior_carry if learned else ()
+  (prev_frames, last_eps, scan_prior, predictor_carry), frames = jax.lax.scan(
+      step, (state.prev_frames, state.noise, scan_prior, state.predictor_carry),
+      (jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), xs), steps))
+  if learned:
+    prior_carry = scan_prior
   new_state = GenerationState(state.context, prev_frames, prior_carry, predictor_carry,
-                              state.step + mfcc.shape[1])
+                              state.step + mfcc.shape[1], last_eps)
   return new_state, jnp.moveaxis(frames, 0, 2)
+
+
+def latent_noise(key: jax.Array, t: jax.Array, prev_eps: jax.Array, rho: float) -> jax.Array:
+  """The generation noise eps_t of frame t, shaped like ``prev_eps`` (eps_{t-1}, [B, ...]).
+
+  N(0, 1) drawn for input b from ``fold_in(keys[b], t)`` (``input_keys``: one key, or [B]
+  keys) at frame 1 and whenever rho = 0 (the paper: every frame independent); otherwise
+  AR(1), rho eps_{t-1} + sqrt(1 - rho^2) n_t, which keeps the N(0, 1) marginal of every frame
+  and correlates frames rho^|dt| apart. An input's noise does not depend on its batch.
+  """
+  keys = input_keys(key, prev_eps.shape[0])
+  fresh = jax.vmap(lambda row_key: jax.random.normal(
+      jax.random.fold_in(row_key, t), prev_eps.shape[1:], prev_eps.dtype))(keys)
+  if rho == 0.0:
+    return fresh
+  return jnp.where(t == 1, fresh, rho * prev_eps + (1.0 - rho * rho) ** 0.5 * fresh)
 
 
 def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key: jax.Array,

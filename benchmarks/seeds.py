@@ -1,0 +1,148 @@
+"""Is the demo stochastic in every run? The demo config at several seeds and conv_impl values.
+
+Runs ``run_experiment.py --config=configs/demo.py`` once per (seed, conv_impl) into
+``<root>/seed<S>_<conv_impl>`` (a finished run is not repeated: its ``metrics.json`` is read
+back) and prints one table of the issue's targets, each figure with its target:
+
+* blinks at different times: overlap of closed-eye frames of two samples that both blink
+  (``metrics.blink_overlap``, mean over clips) < 0.5;
+* blinks as often as the data: fraction of samples with a blink / fraction of ground-truth
+  clips with one, and closed-eye frames samples / ground truth, both within 0.5x-2x;
+* diversity at the eyes above the mouth; agreement of the samples' mouths >= 0.9, eyes <= 0.5;
+* lip sync: r against the synthetic driving curve >= 0.8 on average, every sample >= 0.6;
+* best-of-K eye-region MSE under the deterministic baseline's (z = the prior's mean).
+
+The blink and eye figures come from the evaluation (all held-out clips, K samples each,
+``eval_<step>.json`` as copied into ``metrics.json``), lip sync from the demo's synthetic
+checks. Different ``conv_impl`` values give different float rounding, so together with the
+seeds they test whether the behaviour is a property of the system or of one lucky run.
+
+  python -m benchmarks.seeds --seeds=0,1,2 --conv_impls=xla,fast_wgrad --root=runs/seeds \\
+      [--override=--config.model.prior=learned ...] [--report_only]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+# (column, target text, test on the figures dict) of the issue's targets.
+TARGETS = (
+    ("blink overlap", "< 0.5", lambda f: f["blink_overlap"] < 0.5),
+    ("samples w/ blink / clips", "0.5-2x",
+     lambda f: 0.5 <= f["samples_with_blink"] / f["truth_with_blink"] <= 2.0),
+    ("closed frames / data", "0.5-2x",
+     lambda f: 0.5 <= f["closed_fraction_samples"] / f["closed_fraction_truth"] <= 2.0),
+    ("div eyes > mouth", ">", lambda f: f["diversity_eyes"] > f["diversity_mouth"]),
+    ("agree mouth", ">= 0.9", lambda f: f["agreement_mouth"] >= 0.9),
+    ("agree eyes", "<= 0.5", lambda f: f["agreement_eyes"] <= 0.5),
+    ("sync r mean", ">= 0.8", lambda f: f["sync_r_mean"] >= 0.8),
+    ("sync r min", ">= 0.6", lambda f: f["sync_r_min"] >= 0.6),
+    ("eye MSE best-K < det", "<", lambda f: f["mse_eyes_best_of_k"] < f["deterministic_mse_eyes"]),
+)
+
+
+def figures(metrics: dict) -> dict:
+  """The figures the targets need, from a demo's ``metrics.json``."""
+  ev = metrics["evaluation"]
+  out = {k: ev.get(k) for k in (
+      "blink_overlap", "samples_with_blink", "truth_with_blink", "closed_fraction_samples",
+      "closed_fraction_truth", "diversity_eyes", "diversity_mouth", "agreement_mouth",
+      "agreement_eyes", "mse_eyes_best_of_k", "deterministic_mse_eyes", "head_diversity",
+      "head_motion_samples", "head_motion_truth")}
+  sync = metrics.get("synthetic_lip_sync") or {}
+  out["sync_r_mean"], out["sync_r_min"] = sync.get("sample_r_mean"), sync.get("sample_r_min")
+  return out
+
+
+def value_text(name: str, f: dict) -> str:
+  """The figure(s) behind a target, as printed in its cell."""
+  fmt = lambda v: "-" if v is None else f"{v:.3g}"
+  pairs = {"samples w/ blink / clips": ("samples_with_blink", "truth_with_blink"),
+           "closed frames / data": ("closed_fraction_samples", "closed_fraction_truth"),
+           "div eyes > mouth": ("diversity_eyes", "diversity_mouth"),
+           "eye MSE best-K < det": ("mse_eyes_best_of_k", "deterministic_mse_eyes")}
+  single = {"blink overlap": "blink_overlap", "agree mouth": "agreement_mouth",
+            "agree eyes": "agreement_eyes", "sync r mean": "sync_r_mean",
+            "sync r min": "sync_r_min"}
+  if name in pairs:
+    a, b = pairs[name]
+    return f"{fmt(f[a])}/{fmt(f[b])}"
+  return fmt(f[single[name]])
+
+
+def check(test, f: dict) -> str:
+  """'ok', 'NO', or '?' when a figure is missing or undefined (e.g. no sample blinks)."""
+  try:
+    return "ok" if test(f) else "NO"
+  except (TypeError, ZeroDivisionError):
+    return "?"
+
+
+def table(rows: list[tuple[str, dict | None]]) -> str:
+  """Markdown table: one row per run, a cell per target ('value ok|NO|?')."""
+  head = "| run | " + " | ".join(f"{n} ({t})" for n, t, _ in TARGETS) + " | head div / motion (px) |"
+  lines = [head, "|" + "---|" * (len(TARGETS) + 2)]
+  for name, f in rows:
+    if f is None:
+      lines.append(f"| {name} | " + " | ".join("missing" for _ in TARGETS) + " | - |")
+      continue
+    cells = [f"{value_text(n, f)} {check(test, f)}" for n, _, test in TARGETS]
+    head_cell = (f"{f['head_diversity']:.2f} / {f['head_motion_samples']:.2f} (data "
+                 f"{f['head_motion_truth']:.2f})" if f.get("head_diversity") is not None else "-")
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {head_cell} |")
+  return "\n".join(lines)
+
+
+def run_one(root: str, seed: int, conv_impl: str, overrides: list[str], log) -> str:
+  """Runs (or finds) one demo; returns its workdir."""
+  workdir = os.path.join(root, f"seed{seed}_{conv_impl}")
+  if os.path.exists(os.path.join(workdir, "metrics.json")):
+    print(f"{workdir}: finished earlier, reading it back", flush=True)
+    return workdir
+  cmd = [sys.executable, "run_experiment.py", "--config=configs/demo.py",
+         f"--workdir={workdir}", f"--config.seed={seed}",
+         f"--config.model.conv_impl={conv_impl}", *overrides]
+  print(f"{workdir}: running ({' '.join(cmd[1:])})", flush=True)
+  start = time.time()
+  result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
+  print(f"{workdir}: rc={result.returncode} in {time.time() - start:.0f} s", flush=True)
+  return workdir
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--conv_impls", default="xla,fast_wgrad")
+  parser.add_argument("--root", default="runs/seeds", help="One workdir per run under it.")
+  parser.add_argument("--override", action="append", default=[],
+                      help="Extra run_experiment flag, e.g. --override=--config.model.prior=learned")
+  parser.add_argument("--report_only", action="store_true",
+                      help="Only tabulate the runs already finished under --root.")
+  args = parser.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  impls = args.conv_impls.split(",")
+  os.makedirs(args.root, exist_ok=True)
+  rows = []
+  with open(os.path.join(args.root, "runs.log"), "a") as log:
+    for seed in seeds:
+      for impl in impls:
+        workdir = os.path.join(args.root, f"seed{seed}_{impl}")
+        if not args.report_only:
+          run_one(args.root, seed, impl, args.override, log)
+        path = os.path.join(workdir, "metrics.json")
+        if os.path.exists(path):
+          with open(path) as f:
+            rows.append((f"seed {seed}, {impl}", figures(json.load(f))))
+        else:
+          rows.append((f"seed {seed}, {impl}", None))
+  print(table(rows))
+  done = sum(f is not None for _, f in rows)
+  held = sum(f is not None and all(check(t, f) == "ok" for _, _, t in TARGETS) for _, f in rows)
+  print(f"{done} of {len(rows)} runs finished; {held} hold every target.")
+
+
+if __name__ == "__main__":
+  main()
