@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+import talkface_jax.errors as errors
 from talkface_jax.models import audio as audio_lib
 from talkface_jax.models import image as image_lib
 from talkface_jax.models import recurrent
@@ -44,23 +45,24 @@ class TrainOutput:
 
 
 class TalkFace(nn.Module):
-  """The stochastic talking-face model; fields mirror ``config.model``."""
-  resolution: int = 128
-  encoder_widths: tuple[int, ...] = (64, 128, 256, 512, 512)
-  g_dim: int = 128
-  z_dim: int = 24
-  rnn_size: int = 256
-  posterior_layers: int = 1
-  predictor_layers: int = 2
-  audio_widths: tuple[int, ...] = (64, 128, 256, 256)
-  audio_hidden: int = 2048
-  audio_dim: int = 128
-  audio_bn_relu: bool = False
-  bn_momentum: float = 0.9
-  dtype: Any = jnp.float32
-  conv_impl: str = "xla"
-  prior: str = "audio"  # 'audio' (paper) or 'learned' (also sees the previous frame's code).
-  latent_correlation: float = 0.0  # AR(1) coefficient of the generation noise over time.
+  """The stochastic talking-face model; fields mirror ``config.model`` (``build_model``), where
+  each is set and commented once (configs/default.py)."""
+  resolution: int
+  encoder_widths: tuple[int, ...]
+  g_dim: int
+  z_dim: int
+  rnn_size: int
+  posterior_layers: int
+  predictor_layers: int
+  audio_widths: tuple[int, ...]
+  audio_hidden: int
+  audio_dim: int
+  audio_bn_relu: bool
+  bn_momentum: float
+  dtype: Any
+  conv_impl: str
+  prior: str  # 'audio' (paper) or 'learned' (also sees the previous frame's code).
+  latent_correlation: float  # AR(1) coefficient of the generation noise over time.
 
   def setup(self):
     common = dict(bn_momentum=self.bn_momentum, dtype=self.dtype, conv_impl=self.conv_impl)
@@ -175,13 +177,14 @@ class TalkFace(nn.Module):
 def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
   """The model described by ``config.model``."""
   if model_config.conv_impl not in ("xla", "fast_wgrad", "auto"):
-    raise ValueError(f"model.conv_impl={model_config.conv_impl!r}: use xla, fast_wgrad or auto")
-  prior = model_config.get("prior", "audio")
+    raise errors.UserError(f"model.conv_impl={model_config.conv_impl!r}: use xla, fast_wgrad "
+                           "or auto")
+  prior = model_config.prior
   if prior not in ("audio", "learned"):
-    raise ValueError(f"model.prior={prior!r}: use audio or learned")
-  rho = float(model_config.get("latent_correlation", 0.0))
+    raise errors.UserError(f"model.prior={prior!r}: use audio or learned")
+  rho = float(model_config.latent_correlation)
   if not 0.0 <= rho < 1.0:
-    raise ValueError(f"model.latent_correlation={rho}: must be in [0, 1)")
+    raise errors.UserError(f"model.latent_correlation={rho}: must be in [0, 1)")
   return TalkFace(
       resolution=model_config.resolution,
       encoder_widths=tuple(model_config.encoder_widths),
