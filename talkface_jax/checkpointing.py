@@ -61,13 +61,15 @@ def tree_difference(saved, expected, limit: int = 5) -> str:
   saved = ocp.tree.to_flat_dict(saved, sep="/")
   expected = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(expected, keep_empty_nodes=True),
                                    sep="/")
+  # Parameters first: the optimiser state and BatchNorm statistics follow their shapes.
+  order = lambda names: sorted(names, key=lambda k: (not k.startswith("params/"), k))
   parts = []
   shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(expected[k].shape)}"
-            for k in sorted(saved.keys() & expected.keys())
+            for k in order(saved.keys() & expected.keys())
             if tuple(saved[k].shape) != tuple(expected[k].shape)]
   for label, names in (("shape (checkpoint vs config)", shapes),
-                       ("only in the checkpoint", sorted(saved.keys() - expected.keys())),
-                       ("only in the config", sorted(expected.keys() - saved.keys()))):
+                       ("only in the checkpoint", order(saved.keys() - expected.keys())),
+                       ("only in the config", order(expected.keys() - saved.keys()))):
     if names:
       more = f" and {len(names) - limit} more" if len(names) > limit else ""
       parts.append(f"{len(names)} {label}: {', '.join(names[:limit])}{more}")
