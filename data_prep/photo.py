@@ -26,6 +26,7 @@ Every problem raises :class:`PhotoError`, one line naming the file. Imports no J
 import os
 
 import numpy as np
+from absl import logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data_prep import face
@@ -150,6 +151,10 @@ def align_photo(image: np.ndarray, aligner: face.FaceAligner, face_index: int = 
   if upsampled > 0:
     raise PhotoError(f"{name}: the face is too small ({size} px, at least {MIN_FACE_PX}); "
                      "use a photo where the face is larger")
+  if len(boxes) > 1:
+    logging.warning("%s: %d faces found; using the %s (face_index=%d).", name, len(boxes),
+                    "largest" if face_index == 0 else f"number {face_index + 1} by size",
+                    face_index)
   return aligner.align_one(image, box).frames[0]
 
 

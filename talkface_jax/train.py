@@ -322,7 +322,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       try:
         batch, position_next = next(batches)
       except input_pipeline.DataError:
-        save_before_stopping(step - 1)  # The steps trained so far are kept.
+        if jax.process_count() == 1:  # A save is collective: other processes may not stop.
+          save_before_stopping(step - 1)  # The steps trained so far are kept.
         raise
       position = position_next
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -353,6 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
       sampling.write_sample_summaries(config, model, variables_of(state), writer, final_step)
     ckpt.wait()  # The signal handlers stay until the last save is committed.
+    if stop_signum is None and signals.received is not None:
+      stop_signum = signals.received  # During the final evaluation: skip what follows it.
   ckpt.close()
   writer.flush()
   if stop_signum is not None:

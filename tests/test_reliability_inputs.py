@@ -4,6 +4,7 @@ Every input is generated here (scikit-image's astronaut photo for faces; tones a
 encoded with imageio-ffmpeg's ffmpeg for audio): no binary fixtures in the repository.
 """
 
+import logging as py_logging
 import os
 import subprocess
 
@@ -128,9 +129,11 @@ def test_photo_without_a_face_says_so(aligner):
   _assert_one_line(error, "noise.png", "no face found")
 
 
-def test_photo_two_faces_largest_by_default_or_by_index(aligner):
+def test_photo_two_faces_largest_by_default_or_by_index(aligner, caplog):
   image = fixtures_raw.face_frames(1, size=(320, 240), second_face_px=70.0)[0][0]
-  largest = photo.align_photo(image, aligner)
+  with caplog.at_level(py_logging.WARNING):
+    largest = photo.align_photo(image, aligner, name="face photo two.png")
+  assert "two.png: 2 faces found; using the largest" in caplog.text
   second = photo.align_photo(image, aligner, face_index=1)
   # Both are aligned faces, and they are different crops (the small face is blurrier and
   # sits elsewhere in the photo: its crop is not the large one's).

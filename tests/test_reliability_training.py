@@ -7,6 +7,7 @@ with the parameters of an uninterrupted one.
 """
 
 import glob
+import json
 import logging as py_logging
 import os
 import random
@@ -14,6 +15,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -353,3 +355,34 @@ def test_resume_on_another_device_count_continues_from_the_saved_position(data_d
   assert f"Resumed from step 4 of {workdir}/checkpoints (input at {saved_position})" in four.stderr
   step, state, _ = _final_state(workdir)
   assert step == 6 and all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_resume_on_fewer_processes_starts_the_next_epoch(data_dir, tmp_path):
+  workdir = str(tmp_path / "processes")
+  port = _free_port()
+  logs = [open(tmp_path / f"worker_{i}.log", "w") for i in range(2)]  # pylint: disable=consider-using-with
+  workers = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "tests", "train_worker.py"), workdir, data_dir, "4",
+       "--num_processes=2", f"--process_id={i}", f"--port={port}"],
+      cwd=ROOT, stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
+  for worker, log in zip(workers, logs):
+    worker.wait(timeout=900)
+    log.close()
+  for i, worker in enumerate(workers):
+    assert worker.returncode == 0, (tmp_path / f"worker_{i}.log").read_text()[-3000:]
+  with open(os.path.join(workdir, "checkpoints", "4", "input", "metadata")) as f:
+    positions = json.load(f)["positions"]
+  assert len(positions) == 2  # One input position per process of the saving job.
+  expected = input_pipeline.Position(max(p[0] for p in positions) + 1, 0)
+  one = _run(workdir, data_dir, "--config.train.num_steps=6")
+  assert one.returncode == 0, one.stderr[-3000:]
+  assert f"Resumed from step 4 of {workdir}/checkpoints (input at {expected})" in one.stderr
+  step, _, _ = _final_state(workdir)
+  assert step == 6
