@@ -363,20 +363,27 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_resume_on_fewer_processes_starts_the_next_epoch(data_dir, tmp_path):
-  workdir = str(tmp_path / "processes")
+def _run_two_processes(workdir, data_dir, num_steps, tmp_path, env=None):
+  """``tests/train_worker.py`` as a 2-process job; returns (exit statuses, logs)."""
   port = _free_port()
-  logs = [open(tmp_path / f"worker_{i}.log", "w") for i in range(2)]  # pylint: disable=consider-using-with
+  paths = [tmp_path / f"worker_{i}.log" for i in range(2)]
+  logs = [open(path, "w") for path in paths]  # pylint: disable=consider-using-with
   workers = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "tests", "train_worker.py"), workdir, data_dir, "4",
-       "--num_processes=2", f"--process_id={i}", f"--port={port}"],
-      cwd=ROOT, stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
+      [sys.executable, os.path.join(ROOT, "tests", "train_worker.py"), workdir, data_dir,
+       str(num_steps), "--num_processes=2", f"--process_id={i}", f"--port={port}"],
+      cwd=ROOT, stdout=logs[i], stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+             for i in range(2)]
   for worker, log in zip(workers, logs):
     worker.wait(timeout=900)
     log.close()
-  for i, worker in enumerate(workers):
-    assert worker.returncode == 0, (tmp_path / f"worker_{i}.log").read_text()[-3000:]
+  return [w.returncode for w in workers], [path.read_text() for path in paths]
+
+
+@pytest.mark.slow
+def test_resume_on_fewer_processes_starts_the_next_epoch(data_dir, tmp_path):
+  workdir = str(tmp_path / "processes")
+  statuses, logs = _run_two_processes(workdir, data_dir, 4, tmp_path)
+  assert statuses == [0, 0], [log[-3000:] for log in logs]
   with open(os.path.join(workdir, "checkpoints", "4", "input", "metadata")) as f:
     positions = json.load(f)["positions"]
   assert len(positions) == 2  # One input position per process of the saving job.
@@ -386,3 +393,19 @@ def test_resume_on_fewer_processes_starts_the_next_epoch(data_dir, tmp_path):
   assert f"Resumed from step 4 of {workdir}/checkpoints (input at {expected})" in one.stderr
   step, _, _ = _final_state(workdir)
   assert step == 6
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_two_process_job_saves_one_agreed_step(data_dir, tmp_path):
+  # Each process gets SIGTERM after step 3 (as a scheduler signals every task); JAX's
+  # preemption service picks one step for both, which is saved before both exit 143.
+  workdir = str(tmp_path / "preempted")
+  statuses, logs = _run_two_processes(workdir, data_dir, NUM_STEPS, tmp_path,
+                                      env={"TALKFACE_SIGTERM_AT_STEP": "3"})
+  assert statuses == [128 + signal.SIGTERM] * 2, [log[-3000:] for log in logs]
+  stopped = [re.search(r"stopped by SIGTERM after step (\d+)", log) for log in logs]
+  assert all(stopped), [log[-3000:] for log in logs]
+  step = int(stopped[0].group(1))
+  assert int(stopped[1].group(1)) == step and 3 < step < NUM_STEPS
+  assert max(_steps_saved(workdir)) == step
+  assert _final_state(workdir)[0] == step
