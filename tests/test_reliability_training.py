@@ -220,6 +220,30 @@ def test_shards_damaged_mid_run_are_a_clear_error(tmp_path, damage):
   assert isinstance(error.value, errors.UserError)
 
 
+def test_training_stopped_by_unreadable_shards_keeps_the_steps_trained(tmp_path, monkeypatch):
+  data_dir = str(tmp_path / "data")
+  shard_fixtures.write_tiny_dataset(data_dir, num_train=12, num_test=2, num_frames=10)
+  config = _tiny_config()
+  config.data.dir = data_dir
+  config.train.checkpoint_every = 100  # No periodic save before the failure.
+  config.train.num_steps = 10
+  config.data.device_prefetch = 1  # The failing read comes right after the third step.
+  real_batches = input_pipeline.InputPipeline.train_batches
+
+  def failing_after_three(self, start=input_pipeline.Position()):
+    stream = real_batches(self, start)
+    for _ in range(3):
+      yield next(stream)
+    raise input_pipeline.DataError(f"shards in {data_dir}: cannot be read (test)")
+
+  monkeypatch.setattr(input_pipeline.InputPipeline, "train_batches", failing_after_three)
+  with pytest.raises(input_pipeline.DataError):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  step, state, position = _final_state(tmp_path / "work", config)
+  # Step 1 is Orbax's initial save; step 3, the last one trained, is saved on the way out.
+  assert step == 3 and int(state.step) == 3 and position == input_pipeline.Position(0, 12)
+
+
 def test_stop_signals_turn_sigterm_and_sigint_into_a_request():
   previous = signal.getsignal(signal.SIGTERM)
   with train.StopSignals() as signals:
