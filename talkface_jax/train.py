@@ -317,45 +317,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   first = first_step + 1
   stop_signum = None
-  with StopSignals() as signals:
-    for step in range(first_step + 1, num_steps + 1):
-      try:
-        batch, position_next = next(batches)
-      except input_pipeline.DataError:
-        if jax.process_count() == 1:  # A save is collective: other processes may not stop.
-          save_before_stopping(step - 1)  # The steps trained so far are kept.
-        raise
-      position = position_next
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = train_fn(state, batch)
-      if not pending:
-        first = step
-      pending.append(metrics)
-      report(step)
-      is_last = step == num_steps
-      if ckpt.reached_preemption(step):
-        stop_signum = signal.SIGTERM
-      elif signals.received is not None:
-        stop_signum = signals.received
-      stopping = stop_signum is not None
-      if step % config.train.log_every == 0 or is_last or stopping or ckpt.should_save(step):
-        flush_metrics(step)  # Also the non-finite check: nothing bad reaches a checkpoint.
-      if ckpt.should_save(step) or is_last or stopping:
-        ckpt.save(step, state, position, force=is_last or stopping)
-      if stopping:
-        break
-      if config.eval.every and step % config.eval.every == 0 and not is_last:
-        writer.write_scalars(step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
-      _fault_injection(step)
-    if stop_signum is None and signals.received is not None:
-      stop_signum = signals.received  # Arrived after the last step: its save is under way.
-    if stop_signum is None:  # Final evaluation and sample summaries.
-      final_step = int(state.step)
-      writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
-      sampling.write_sample_summaries(config, model, variables_of(state), writer, final_step)
-    ckpt.wait()  # The signal handlers stay until the last save is committed.
-    if stop_signum is None and signals.received is not None:
-      stop_signum = signals.received  # During the final evaluation: skip what follows it.
+  try:
+    with StopSignals() as signals:
+      for step in range(first_step + 1, num_steps + 1):
+        try:
+          batch, position_next = next(batches)
+        except input_pipeline.DataError:
+          if jax.process_count() == 1:  # A save is collective: other processes may not stop.
+            save_before_stopping(step - 1)  # The steps trained so far are kept.
+          raise
+        position = position_next
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          state, metrics = train_fn(state, batch)
+        if not pending:
+          first = step
+        pending.append(metrics)
+        report(step)
+        is_last = step == num_steps
+        if ckpt.reached_preemption(step):
+          stop_signum = signal.SIGTERM
+        elif signals.received is not None:
+          stop_signum = signals.received
+        stopping = stop_signum is not None
+        if step % config.train.log_every == 0 or is_last or stopping or ckpt.should_save(step):
+          flush_metrics(step)  # Also the non-finite check: nothing bad reaches a checkpoint.
+        if ckpt.should_save(step) or is_last or stopping:
+          ckpt.save(step, state, position, force=is_last or stopping)
+        if stopping:
+          break
+        if config.eval.every and step % config.eval.every == 0 and not is_last:
+          writer.write_scalars(step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
+        _fault_injection(step)
+      if stop_signum is None and signals.received is not None:
+        stop_signum = signals.received  # Arrived after the last step: its save is under way.
+      if stop_signum is None:  # Final evaluation and sample summaries.
+        final_step = int(state.step)
+        writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
+        sampling.write_sample_summaries(config, model, variables_of(state), writer, final_step)
+      ckpt.wait()  # The signal handlers stay until the last save is committed.
+      if stop_signum is None and signals.received is not None:
+        stop_signum = signals.received  # During the final evaluation: skip what follows it.
+  except checkpointing.CheckpointError:
+    raise
+  except BaseException:
+    # Whatever failed (evaluation, a bad batch, Ctrl-C twice), the save under way is finished
+    # so the last checkpoint is not lost with the process; its own error would hide this one.
+    try:
+      ckpt.wait()
+    except checkpointing.CheckpointError as e:
+      logging.error("%s", e)
+    raise
   ckpt.close()
   writer.flush()
   if stop_signum is not None:

@@ -244,6 +244,28 @@ def test_training_stopped_by_unreadable_shards_keeps_the_steps_trained(tmp_path,
   assert step == 3 and int(state.step) == 3 and position == input_pipeline.Position(0, 12)
 
 
+def test_a_failure_after_the_last_step_still_commits_its_checkpoint(tmp_path, monkeypatch):
+  # The last step's save is asynchronous; an error in the final evaluation must not let the
+  # process end before it is written.
+  data_dir = str(tmp_path / "data")
+  shard_fixtures.write_tiny_dataset(data_dir, num_train=12, num_test=2, num_frames=10)
+  config = _tiny_config()
+  config.data.dir = data_dir
+  config.train.num_steps = 3
+
+  def failing_evaluation(*args):
+    raise RuntimeError("evaluation failed")
+
+  monkeypatch.setattr(train, "evaluate_loss", failing_evaluation)
+  with pytest.raises(RuntimeError, match="evaluation failed"):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  # Committed by the time the error propagates (not still a temporary folder being written).
+  checkpoints = os.listdir(tmp_path / "work" / "checkpoints")
+  assert "3" in checkpoints and not [n for n in checkpoints if "tmp" in n], checkpoints
+  step, state, _ = _final_state(tmp_path / "work", config)
+  assert step == 3 and int(state.step) == 3
+
+
 def test_stop_signals_turn_sigterm_and_sigint_into_a_request():
   previous = signal.getsignal(signal.SIGTERM)
   with train.StopSignals() as signals:
@@ -365,9 +387,12 @@ def test_full_disk_while_training_stops_clearly_and_keeps_the_last_checkpoint(
 
 
 @pytest.mark.slow
-def test_resume_on_another_device_count_continues_from_the_saved_position(data_dir, tmp_path):
+def test_resume_on_another_device_count_continues_from_the_saved_position(tmp_path):
+  data_dir = str(tmp_path / "data")
+  shard_fixtures.write_tiny_dataset(data_dir, num_train=12, num_test=8, num_frames=10)
   workdir = str(tmp_path / "devices")
-  batch = ["--config.train.batch_size=8"]  # Divisible by 8 and by 4 devices.
+  # Train and eval batches divisible by 8 and by 4 devices.
+  batch = ["--config.train.batch_size=8", "--config.eval.batch_size=8"]
   eight = _run(workdir, data_dir, *batch, "--config.train.num_steps=4",
                env={"JAX_NUM_CPU_DEVICES": "8"})
   assert eight.returncode == 0, eight.stderr[-3000:]
