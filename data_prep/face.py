@@ -18,6 +18,9 @@ Per clip (``FaceAligner.align``):
 4. Each frame is warped (bilinear) into the ``resolution`` x ``resolution`` crop, and the
    per-frame landmarks are mapped through the same transform; points 48-67 are kept for LMD.
 
+Photos (one frame, often large: :mod:`data_prep.photo`) use :func:`detect_faces` at a scale of
+their choosing and ``FaceAligner.align_one``, whose warp is anti-aliased.
+
 Also: :func:`landmarks_on_aligned` / :func:`mouth_opening` run the predictor on already
 aligned crops using the template's face box (no detection), for the LMD and lip-sync metrics.
 Imports no JAX.
