@@ -9,10 +9,12 @@ window (7 video frames x 4 MFCC rows) per video frame. With that padding a clip 
 
 The MFCC is assembled from numpy/librosa/scipy pieces (framing, power spectrum, HTK mel scale,
 filterbank, log, orthonormal DCT-II, lifter); python_speech_features itself is not a dependency.
-Decoding goes through the ffmpeg binary of imageio-ffmpeg, which reads every container and
-rate. Imports no JAX.
+Decoding (:func:`load_audio`, the project's one audio decoder) goes through the ffmpeg binary of
+imageio-ffmpeg, which reads every container and rate; :func:`load_speech` turns a user's file
+into model input. Imports no JAX.
 """
 
+import os
 import subprocess
 
 import imageio_ffmpeg
@@ -21,6 +23,7 @@ import numpy as np
 import scipy.fft
 
 from data_prep import schema
+from data_prep.errors import UserError
 
 PAD_SAMPLES = 1965  # zeros added on each side by the release; yields one window per frame
 WINDOW_SECONDS = 0.025
@@ -33,32 +36,143 @@ LIFTER = 22
 ROWS_PER_FRAME = 4  # 40 ms of video frame / 10 ms MFCC hop
 
 
-class AudioError(Exception):
-  """The audio could not be decoded, or the file has no audio stream."""
+MIN_FRAMES = 2  # Shortest speech input: the identity frame and one generated frame.
+DECODE_TIMEOUT_SECONDS = 600  # ffmpeg decodes an hour of audio in well under a minute.
 
 
-def load_audio(path: str, sample_rate: int = schema.SAMPLE_RATE) -> np.ndarray:
+class AudioError(UserError):
+  """An audio input cannot be used; the message is one line naming the file.
+
+  Attributes:
+    path: the file concerned.
+    reason: what went wrong, in words (without the path).
+  """
+
+  def __init__(self, path: str, reason: str):
+    super().__init__(f"audio {path}: {reason}")
+    self.path = str(path)
+    self.reason = reason
+
+
+def _last_error_line(stderr: str) -> str:
+  lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+  return lines[-1][-300:] if lines else "ffmpeg failed without a message"
+
+
+def load_audio(path: str, sample_rate: int = schema.SAMPLE_RATE, dtype=np.int16,
+               timeout: float = DECODE_TIMEOUT_SECONDS) -> np.ndarray:
   """Decodes the first audio stream of any file ffmpeg reads, resampled and mixed to mono.
 
+  This is the one audio decoder of the project (pre-processing and user inputs alike).
+  ffmpeg reads every container and codec (wav, flac, mp3, ogg, m4a, the audio track of
+  mp4/mpg/mov videos) at any rate and channel count; the downmix is requested in an integer
+  sample format, for which ffmpeg normalises its mixing matrix (the channels are averaged;
+  with float output it would sum them with weights 1/sqrt(2)).
+
   Args:
-    path: a .wav, .mp4, .mpg, ... file.
+    path: an audio file, or a video file with an audio track.
     sample_rate: output rate in Hz.
+    dtype: ``np.int16`` (as the shards are built: ffmpeg's s16 output) or ``np.float32``
+      (ffmpeg's s32 output scaled to [-1, 1]).
+    timeout: seconds before a stuck ffmpeg (e.g. a path that is a pipe nobody writes) is
+      stopped.
 
   Returns:
-    int16 [S] waveform.
+    [S] waveform of ``dtype``. Silence is valid and returned as zeros.
 
   Raises:
-    AudioError: ffmpeg failed, or the file has no audio stream.
+    AudioError: missing, a folder, empty, not decodable, no audio stream, no samples, or
+      ffmpeg ran past ``timeout``.
   """
-  cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path,
-         "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-"]
-  proc = subprocess.run(cmd, capture_output=True, check=False)
-  stderr = proc.stderr.decode(errors="replace").strip()
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise AudioError(path, "no such file")
+  if os.path.isdir(path):
+    raise AudioError(path, "is a folder, not an audio file")
+  if os.path.isfile(path) and os.path.getsize(path) == 0:
+    raise AudioError(path, "file is empty")
+  dtype = np.dtype(dtype)
+  if dtype not in (np.dtype(np.int16), np.dtype(np.float32)):
+    raise ValueError(f"dtype must be int16 or float32, got {dtype}")
+  codec = "s16le" if dtype == np.int16 else "s32le"
+  cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", path,
+         "-map", "0:a:0", "-vn", "-sn", "-ac", "1", "-ar", str(int(sample_rate)),
+         "-f", codec, "-acodec", "pcm_" + codec, "-"]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout)
+  except subprocess.TimeoutExpired as e:
+    raise AudioError(path, f"ffmpeg did not finish decoding within {timeout:g} s") from e
+  stderr = proc.stderr.decode(errors="replace")
   if proc.returncode != 0:
-    if "matches no streams" in stderr or "does not contain any stream" in stderr:
-      raise AudioError("no audio stream")
-    raise AudioError(f"audio decode failed: {stderr[-300:]}")
-  return np.frombuffer(proc.stdout, np.int16).copy()
+    if ("matches no streams" in stderr or "does not contain any stream" in stderr
+        or ("Input #0" in stderr and "Audio:" not in stderr)):
+      raise AudioError(path, "has no audio stream")
+    raise AudioError(path, f"cannot decode audio ({_last_error_line(stderr)})")
+  if dtype == np.int16:
+    samples = np.frombuffer(proc.stdout, "<i2", count=len(proc.stdout) // 2).astype(np.int16)
+  else:
+    samples = np.frombuffer(proc.stdout, "<i4", count=len(proc.stdout) // 4)
+    samples = (samples.astype(np.float64) / 2.0**31).astype(np.float32)
+  if samples.size == 0:
+    raise AudioError(path, "the audio stream has no samples")
+  return samples
+
+
+def speech_features(samples: np.ndarray, name: str = "audio",
+                    sample_rate: int = schema.SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
+  """Speech samples as model input: whole video frames of audio and their MFCC windows.
+
+  The video gets ``round(duration * 25)`` frames (half up); the waveform is zero-padded or
+  trimmed by less than one frame to exactly that length.
+
+  Args:
+    samples: float [S] or [S, C] (channels averaged) in [-1, 1], or int16.
+    name: how errors name the input (e.g. the file).
+    sample_rate: rate of ``samples``; other rates than 16 kHz are resampled (soxr).
+
+  Returns:
+    (audio float32 [T * 640] in [-1, 1] at 16 kHz, mfcc float32 [T, 28, 12]).
+
+  Raises:
+    AudioError: not a 1-D or 2-D numeric array, not finite, or shorter than ``MIN_FRAMES``
+      video frames.
+  """
+  samples = np.asarray(samples)
+  if samples.ndim not in (1, 2) or not (np.issubdtype(samples.dtype, np.floating)
+                                        or samples.dtype == np.int16):
+    raise AudioError(name, f"expected float or int16 samples [S] or [S, C], got "
+                     f"{samples.dtype} {list(samples.shape)}")
+  if samples.dtype == np.int16:
+    samples = samples.astype(np.float32) / 32768.0
+  if samples.ndim == 2:
+    samples = samples.mean(axis=1)
+  samples = samples.astype(np.float32)
+  if not np.isfinite(samples).all():
+    raise AudioError(name, "samples are not all finite")
+  if sample_rate != schema.SAMPLE_RATE and samples.size:
+    samples = librosa.resample(samples, orig_sr=sample_rate, target_sr=schema.SAMPLE_RATE,
+                               res_type="soxr_hq").astype(np.float32)
+  per_frame = schema.SAMPLES_PER_FRAME
+  num_frames = (len(samples) + per_frame // 2) // per_frame  # Half up.
+  if num_frames < MIN_FRAMES:
+    raise AudioError(name, f"{len(samples) / schema.SAMPLE_RATE * 1000:.0f} ms is too short "
+                     f"(at least {MIN_FRAMES} video frames of {1000 // schema.FPS} ms)")
+  samples, _ = fit_to_frames(samples, num_frames)
+  return samples, mfcc_windows(samples, num_frames)
+
+
+def load_speech(path: str, timeout: float = DECODE_TIMEOUT_SECONDS
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """:func:`load_audio` (float32, 16 kHz) then :func:`speech_features`.
+
+  Returns:
+    (audio float32 [T * 640] in [-1, 1], mfcc float32 [T, 28, 12]).
+
+  Raises:
+    AudioError: one line naming the file and the problem.
+  """
+  samples = load_audio(path, schema.SAMPLE_RATE, np.float32, timeout)
+  return speech_features(samples, name=path)
 
 
 def fit_to_frames(audio: np.ndarray, num_frames: int) -> tuple[np.ndarray, int]:

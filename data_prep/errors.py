@@ -1,6 +1,10 @@
-"""The two kinds of failure a clip can meet in pre-processing, and how the build treats them.
+"""The errors of pre-processing and of user input, at the bottom of the import graph.
 
-* :class:`ContentError`: the clip itself is unusable (no face, unreadable or corrupt video, no
+* :class:`UserError`: bad user input (a file, a folder, a flag). It lives here because
+  ``data_prep`` imports no JAX and ``talkface_jax`` imports ``data_prep``;
+  ``talkface_jax.errors`` re-exports it, so the photo and audio readers here and the library
+  raise the same type.
+* :class:`ContentError`: a clip itself is unusable (no face, unreadable or corrupt video, no
   audio, too short, audio and video lengths that disagree). It is the clip's fault and will not
   change on a rerun, so the build records it as a skip with the reason and caches that.
 * Transient errors (:data:`TRANSIENT`): not the clip's fault -- an I/O error (disk full, a
@@ -14,6 +18,14 @@ Imports no JAX.
 import subprocess
 
 
+class UserError(ValueError):
+  """A problem with what the user gave us (a file, a folder, a flag), not a bug.
+
+  The message is ONE line that names the file (or flag) and the problem, e.g.
+  ``"face photo me.jpg: no face found"``. Entry points print ``error: <message>`` and exit
+  with status 2, without a traceback; any other exception is an internal error and keeps its
+  traceback.
+  """
 class ContentError(Exception):
   """The clip's content cannot be used; the message is the reason recorded in the manifest."""
 

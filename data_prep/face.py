@@ -22,6 +22,9 @@ Per clip (``FaceAligner.align``):
 4. Each frame is warped (bilinear) into the ``resolution`` x ``resolution`` crop, and the
    per-frame landmarks are mapped through the same transform; points 48-67 are kept for LMD.
 
+Photos (one frame, often large: :mod:`data_prep.photo`) use :func:`detect_faces` at a scale of
+their choosing and ``FaceAligner.align_one``, whose warp is anti-aliased.
+
 Also: :func:`landmarks_on_aligned` runs the predictor on already aligned crops using the
 template's face box (no detection); :func:`mouth_opening` and :func:`eye_opening` measure
 those landmarks (LMD, lip sync, blinks).
@@ -165,13 +168,29 @@ def apply_similarity(points: np.ndarray, a, b) -> np.ndarray:
   return np.stack([z.real, z.imag], -1).astype(np.float32)
 
 
-def warp(frame: np.ndarray, a: complex, b: complex, size: int) -> np.ndarray:
+def warp(frame: np.ndarray, a: complex, b: complex, size: int,
+         antialias: bool = False) -> np.ndarray:
   """Crop of ``frame`` [H, W, 3] under ``z_crop = a z_frame + b`` (pixel indices), bilinear.
 
   PIL's affine transform works in continuous coordinates (pixel i spans [i, i + 1]) and maps
   output to input, so the index-space map is inverted and shifted by half a pixel.
   Outside the frame is black.
+
+  Args:
+    frame: uint8 [H, W, 3].
+    a, b: the map's scale-rotation and translation.
+    size: S, the crop's side.
+    antialias: when the map shrinks (``|a| < 1``), first blur the source region with a
+      Gaussian of std ``(1 / |a| - 1) / 2`` source pixels (scikit-image's choice for
+      ``rescale``), so detail finer than a crop pixel averages out instead of aliasing.
+      Off for video clips (their output stays as the shards were built); on for photos.
+
+  Returns:
+    uint8 [S, S, 3].
   """
+  scale = abs(a)
+  if antialias and scale < 1:
+    frame, b = _blurred_region(frame, a, b, size, sigma=(1 / scale - 1) / 2)
   inv_a, inv_b = 1 / a, -b / a
   half = 0.5 + 0.5j
   offset = inv_b + half - inv_a * half
@@ -179,6 +198,51 @@ def warp(frame: np.ndarray, a: complex, b: complex, size: int) -> np.ndarray:
   image = Image.fromarray(frame).transform((size, size), Image.Transform.AFFINE, data=data,
                                            resample=Image.Resampling.BILINEAR)
   return np.asarray(image)
+
+
+def _blurred_region(frame: np.ndarray, a: complex, b: complex, size: int, sigma: float
+                    ) -> tuple[np.ndarray, complex]:
+  """The part of ``frame`` that the crop sees, Gaussian-blurred, and the map's new ``b``.
+
+  Only the crop's footprint (plus 3 sigma and the bilinear support) is blurred, so a 4000 px
+  photo costs no more than its face. Pixels outside the frame stay black, as in ``warp``.
+  """
+  corners = (np.array([0, size - 1, (size - 1) * 1j, (size - 1) * (1 + 1j)]) - b) / a
+  margin = int(np.ceil(3 * sigma)) + 2
+  height, width = frame.shape[:2]
+  left = max(0, int(np.floor(corners.real.min())) - margin)
+  top = max(0, int(np.floor(corners.imag.min())) - margin)
+  right = min(width, int(np.ceil(corners.real.max())) + margin + 1)
+  bottom = min(height, int(np.ceil(corners.imag.max())) + margin + 1)
+  if right <= left or bottom <= top:
+    return frame, b  # The crop lies outside the frame: it is black either way.
+  region = frame[top:bottom, left:right].astype(np.float32)
+  blurred = scipy.ndimage.gaussian_filter(region, (sigma, sigma, 0), mode="nearest")
+  blurred = np.clip(np.round(blurred), 0, 255).astype(np.uint8)
+  return blurred, b + a * (left + 1j * top)
+
+
+def detect_faces(image: np.ndarray, scale: float = 1.0, upsample: int = 0) -> np.ndarray:
+  """Dlib frontal-face boxes in ``image``, largest first.
+
+  Args:
+    image: uint8 [H, W, 3].
+    scale: detect on a copy resized by this factor (< 1 for speed: Dlib's detector finds
+      faces of about 50 px and up at ``upsample`` 0, so faces must be >= 50 / scale px).
+    upsample: Dlib's own upsampling passes (each halves the smallest face it finds).
+
+  Returns:
+    float32 [N, 4] (left, top, right, bottom) in ``image`` pixels.
+  """
+  height, width = image.shape[:2]
+  small = image
+  if scale != 1.0:
+    small = np.asarray(Image.fromarray(image).resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))),
+        Image.Resampling.BILINEAR))
+  rects = sorted(_detector()(small, upsample), key=lambda r: -r.width() * r.height())
+  return np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects],
+                  np.float32).reshape(-1, 4) / scale
 
 
 def _interpolate_boxes(known: dict[int, np.ndarray], frames: np.ndarray) -> np.ndarray:
@@ -213,42 +277,45 @@ class FaceAligner:
   def __init__(self, config: AlignConfig = AlignConfig()):
     self.config = config
     self.template = template.mean_face(config.resolution)
-    self._detector = _detector()
+    _detector()
     _predictor()
 
   def detect(self, frame: np.ndarray) -> tuple[np.ndarray | None, int]:
-    """Largest face in ``frame`` [H, W, 3].
+    """Largest face in ``frame`` [H, W, 3], detected on a copy of longer side at most
+    ``config.detect_max_side``.
 
     Returns:
       (box float32 [4] (left, top, right, bottom) in frame pixels or None, number of faces).
     """
     height, width = frame.shape[:2]
     scale = min(1.0, self.config.detect_max_side / max(height, width))
-    small = frame
-    if scale < 1.0:
-      small = np.asarray(Image.fromarray(frame).resize(
-          (max(1, round(width * scale)), max(1, round(height * scale))),
-          Image.Resampling.BILINEAR))
-    rects = self._detector(small, self.config.detect_upsample)
-    if not rects:
-      return None, 0
-    largest = max(rects, key=lambda r: r.width() * r.height())
-    box = np.array([largest.left(), largest.top(), largest.right(), largest.bottom()],
-                   np.float32) / scale
-    return box, len(rects)
+    boxes = detect_faces(frame, scale, self.config.detect_upsample)
+    return (boxes[0] if len(boxes) else None), len(boxes)
+
+  def align_one(self, image: np.ndarray, box: np.ndarray) -> AlignedClip:
+    """Aligns the face in ``box`` of a single image (a photo), with an anti-aliased warp.
+
+    Args:
+      image: uint8 [H, W, 3] RGB.
+      box: float [4] (left, top, right, bottom), e.g. from :func:`detect_faces`.
+
+    Returns:
+      An ``AlignedClip`` of one frame at ``config.resolution``.
+    """
+    landmarks = _fit_landmarks(image, box)[None]
+    points = template.ALIGN_POINTS[self.config.align_on]
+    a, b = similarity(landmarks[:, points].astype(np.float64), self.template[points])
+    crop = warp(image, a[0], b[0], self.config.resolution, antialias=True)
+    return AlignedClip(frames=crop[None], landmarks=apply_similarity(landmarks, a, b),
+                       boxes=np.asarray(box, np.float32)[None], scale_rotation=a,
+                       translation=b, stats={"scale": float(np.abs(a[0]))})
 
   def detect_all(self, frame: np.ndarray) -> list[np.ndarray]:
-    """Every face in ``frame`` [H, W, 3]: float32 [4] boxes (left, top, right, bottom)."""
+    """Every face in ``frame`` [H, W, 3], largest first: float32 [4] boxes (left, top, right,
+    bottom), detected as ``detect`` does."""
     height, width = frame.shape[:2]
     scale = min(1.0, self.config.detect_max_side / max(height, width))
-    small = frame
-    if scale < 1.0:
-      small = np.asarray(Image.fromarray(frame).resize(
-          (max(1, round(width * scale)), max(1, round(height * scale))),
-          Image.Resampling.BILINEAR))
-    rects = self._detector(small, self.config.detect_upsample)
-    return [np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32) / scale
-            for r in rects]
+    return list(detect_faces(frame, scale, self.config.detect_upsample))
 
   def _track(self, frames: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray, dict]:
     """Detects on keyframes (densely around misses). Returns (boxes by frame, miss mask, stats).

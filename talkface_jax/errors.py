@@ -1,11 +1,9 @@
-"""The error a user can fix: a bad file, flag, config or workdir.
+"""User errors: the exception that entry points report as one ``error:`` line (exit status 2).
 
-Raised with one line that names the file (or flag) and the problem. ``run_experiment.py``
-prints it as ``error: <message>`` and exits with status 2, without a traceback; any other
-exception is an internal error and keeps its traceback.
+The class is defined in ``data_prep.errors`` (``data_prep`` imports no JAX and sits below
+this package) so that the photo and audio readers there raise the same type.
 """
 
+from data_prep.errors import UserError
 
-class UserError(ValueError):
-  """Bad input from the user: a missing or unreadable file, a bad flag or config, a workdir
-  that does not hold what the mode needs. The message is one line naming the culprit."""
+__all__ = ["UserError"]

@@ -28,8 +28,31 @@ from data_prep import schema
 import talkface_jax.errors as errors
 
 
-class DataNotFoundError(errors.UserError):
+class DataNotFoundError(FileNotFoundError, errors.UserError):
   """The configured shard folder does not exist or holds no TFDS metadata."""
+
+
+class DataError(errors.UserError):
+  """The shards could not be read while training (a file deleted, truncated or corrupted)."""
+
+
+def _read_guarded(dataset: tf.data.Dataset, data_dir: str) -> Iterator:
+  """Iterates ``dataset`` as numpy, turning TensorFlow's read errors into one-line DataErrors.
+
+  tf.data reports a deleted shard as NotFoundError, a truncated or corrupted record as
+  DataLossError and an undecodable frame as InvalidArgumentError, each with a long trace.
+  """
+  iterator = dataset.as_numpy_iterator()
+  while True:
+    try:
+      item = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      message = (e.message or str(e)).strip().splitlines()[0][:300]
+      raise DataError(f"shards in {data_dir}: cannot be read ({type(e).__name__}: {message}); "
+                      f"rebuild them with python -m data_prep.build") from e
+    yield item
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +153,7 @@ class InputPipeline:
     epoch, skip = start.epoch, start.examples
     while True:
       produced = 0
-      for batch in self._epoch(epoch, skip).as_numpy_iterator():
+      for batch in _read_guarded(self._epoch(epoch, skip), self.config.data.dir):
         produced += 1
         position = Position(epoch, int(batch.pop("index")[-1]) + 1)
         yield batch, position
@@ -150,7 +173,7 @@ class InputPipeline:
     ds = ds.map(lambda ex: self._crop_and_decode(ex, 0))
     ds = ds.batch(local_batch_size, drop_remainder=True).take(num_batches)
     count = 0
-    for batch in ds.as_numpy_iterator():
+    for batch in _read_guarded(ds, self.config.data.dir):
       count += 1
       yield batch
     if count == 0:

@@ -29,6 +29,7 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 
+from data_prep import audio as audio_prep
 from data_prep import errors as errors_lib
 from data_prep import video as video_lib
 
@@ -224,13 +225,7 @@ def read_video(path: str,
 
 
 def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
-  """Decodes the first audio stream of a file into mono float samples.
-
-  ffmpeg decodes every container (wav, mp3, flac, m4a, the audio of mp4/mpg
-  videos), resamples to `sample_rate` and downmixes to mono. The downmix is
-  requested as 32-bit integers because ffmpeg then normalises its mixing
-  matrix, which averages the channels of stereo audio; with float output it
-  would instead sum them with weights 1/sqrt(2).
+  """``data_prep.audio.load_audio`` as float32 in [-1, 1], its errors as `MediaError`.
 
   Args:
     path: audio file, or video file with an audio track.
@@ -243,23 +238,10 @@ def read_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
     MediaError: the file is missing, unreadable, has no audio stream, or
       decodes to no samples.
   """
-  path = _check_readable(path)
-  command = [_ffmpeg(), '-hide_banner', '-nostdin', '-nostats', '-i', path,
-             '-map', '0:a:0', '-vn', '-sn', '-ac', '1',
-             '-ar', str(int(sample_rate)), '-f', 's32le', '-acodec',
-             'pcm_s32le', '-']
-  result = subprocess.run(command, capture_output=True, check=False)
-  if result.returncode != 0:
-    log = result.stderr.decode('utf-8', 'replace')
-    section = _section(log, 'Input #0')
-    if section and not _parse_streams(section).has_audio:
-      raise MediaError(path, 'has no audio stream')
-    raise MediaError(
-        path, f'cannot decode audio ({_last_error_line(result.stderr)})')
-  samples = np.frombuffer(result.stdout, '<i4', count=len(result.stdout) // 4)
-  if samples.size == 0:
-    raise MediaError(path, 'audio stream has no samples')
-  return (samples.astype(np.float64) / 2.0**31).astype(np.float32)
+  try:
+    return audio_prep.load_audio(path, sample_rate, np.float32)
+  except audio_prep.AudioError as error:
+    raise MediaError(error.path, error.reason) from error
 
 
 # --------------------------------------------------------------------------

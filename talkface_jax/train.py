@@ -9,6 +9,7 @@ state.step)``, so the host threads no keys and a resumed run draws the same nois
 import functools
 import os
 import signal
+import threading
 from typing import Any
 
 import flax
@@ -174,6 +175,58 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a non-finite loss; the last checkpoint on disk is a good one."""
 
 
+class TrainingInterrupted(SystemExit):
+  """Training stopped on SIGTERM/SIGINT (or a preemption notice) after saving a checkpoint.
+
+  A ``SystemExit`` with code ``128 + signal`` (143 for SIGTERM, 130 for SIGINT; 143 for a
+  preemption notice of JAX's service): the process ends without a traceback and with the
+  status schedulers read as "terminated, restart me" (Kubernetes restarts a non-zero exit;
+  0 would mark the job done). Rerunning the same command resumes from the saved step.
+  """
+
+  def __init__(self, signum: int, step: int, directory: str):
+    super().__init__(128 + signum)
+    self.signum, self.step, self.directory = signum, step, directory
+
+  def __str__(self) -> str:
+    return (f"stopped by {signal.Signals(self.signum).name} after step {self.step}; checkpoint "
+            f"saved in {self.directory}. Run the same command to resume.")
+
+
+class StopSignals:
+  """Turns SIGTERM and SIGINT into a request to stop after the current step.
+
+  Installed only in single-process runs, in the main thread: with several processes a
+  signal reaches each at another step, so stopping must be agreed on, which JAX's
+  preemption service does for SIGTERM (``Checkpointer.reached_preemption``). A second
+  SIGINT (Ctrl-C twice) interrupts at once.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.received = signum
+    logging.warning("%s received: stopping after the current step, with a checkpoint.",
+                    signal.Signals(signum).name)
+
+  def __enter__(self) -> "StopSignals":
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
 def evaluate_loss(config, eval_fn, state, pipeline, mesh) -> dict[str, float]:
   """Mean teacher-forced loss terms over ``config.eval.num_batches`` eval batches."""
   local_bs = parallel.local_batch_size(config.eval.batch_size, mesh)
@@ -186,18 +239,48 @@ def evaluate_loss(config, eval_fn, state, pipeline, mesh) -> dict[str, float]:
   return {f"eval_{k}": v / count for k, v in sums.items()}
 
 
+# Test hooks: the process signals itself right after the step given by the variable's value.
+_FAULT_HOOKS = {"TALKFACE_SIGKILL_AT_STEP": signal.SIGKILL,
+                "TALKFACE_SIGTERM_AT_STEP": signal.SIGTERM,
+                "TALKFACE_SIGINT_AT_STEP": signal.SIGINT}
+
+
 def _fault_injection(step: int) -> None:
-  """Kills the process at a chosen step, to test preemption (TALKFACE_SIGKILL_AT_STEP)."""
-  if os.environ.get("TALKFACE_SIGKILL_AT_STEP") == str(step):
-    os.kill(os.getpid(), signal.SIGKILL)
+  """Signals this process at a chosen step, to test preemption (``_FAULT_HOOKS``)."""
+  for variable, signum in _FAULT_HOOKS.items():
+    if os.environ.get(variable) == str(step):
+      os.kill(os.getpid(), signum)
+
+
+def check_writable(workdir: str) -> None:
+  """Creates ``workdir`` if needed and checks that files can be written there.
+
+  Raises:
+    errors.UserError: it cannot be created or written (read-only, full, a file in the way).
+  """
+  probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, "wb") as f:
+      f.write(b"\0" * 4096)  # Fails on a full disk or under a small file size limit too.
+    os.remove(probe)
+  except OSError as e:
+    raise errors.UserError(f"workdir {workdir}: cannot write there "
+                           f"({e.strerror or e})") from e
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from ``workdir`` if it holds checkpoints), evaluates and samples.
 
+  Stops early, after saving a checkpoint of the last completed step, on SIGTERM or SIGINT
+  (single process) or a preemption notice (JAX's service, multi-process), raising
+  :class:`TrainingInterrupted`; on unreadable shards (``input_pipeline.DataError``, raised
+  after that checkpoint too) and on a non-finite loss (no checkpoint of the bad state).
+
   Returns:
     The final train state.
   """
+  check_writable(workdir)
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)
   tx = make_optimizer(config)
@@ -212,12 +295,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   abstract_state = abstract_train_state(config, model, tx, mesh)
   state_sharding = jax.tree.map(lambda x: x.sharding, abstract_state)
-  latest = ckpt.latest_step()
-  if latest is None:
+  restored = ckpt.restore_latest(abstract_state, set_aside_damaged=True)
+  if restored is None:
     state, position = create_train_state(config, model, tx, mesh), input_pipeline.Position()
     writer.write_hparams(_flatten(config.to_dict()))
   else:
-    state, position = ckpt.restore(latest, abstract_state)
+    latest, state, position = restored
     logging.info("Resumed from step %d of %s (input at %s).", latest, ckpt.directory, position)
   first_step = int(state.step)
 
@@ -246,37 +329,75 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.write_scalars(step, scalars)
     progress.set_postfix(loss=f"{scalars['train_loss']:.4g}", refresh=False)
 
+  def save_before_stopping(step):
+    """Checkpoints the last completed ``step`` unless it is saved already, and waits."""
+    if step > first_step and ckpt.latest_step() != step:
+      flush_metrics(step)
+      ckpt.save(step, state, position, force=True)
+    ckpt.wait()
+
   first = first_step + 1
-  for step in range(first_step + 1, num_steps + 1):
-    batch, position = next(batches)
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = train_fn(state, batch)
-    if not pending:
-      first = step
-    pending.append(metrics)
-    report(step)
-    progress.update(1)
-    is_last = step == num_steps
-    preempted = ckpt.reached_preemption(step)
-    if step % config.train.log_every == 0 or is_last or preempted or ckpt.should_save(step):
-      flush_metrics(step)  # Also the non-finite check: nothing bad reaches a checkpoint.
-    if ckpt.should_save(step) or is_last or preempted:
-      ckpt.save(step, state, position, force=is_last or preempted)
-    if preempted:
-      logging.warning("Preemption signal at step %d: checkpoint saved, exiting.", step)
-      break
-    if config.eval.every and step % config.eval.every == 0 and not is_last:
-      writer.write_scalars(step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
-    _fault_injection(step)
-  else:  # Not preempted: final evaluation and sample summaries.
-    final_step = int(state.step)
-    writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
-    generator = inference.Generator(config, variables_of(state), step=final_step, mesh=mesh)
-    sampling.write_sample_summaries(generator, writer, final_step)
-  progress.close()
-  ckpt.wait()
+  stop_signum = None
+  try:
+    with StopSignals() as signals:
+      for step in range(first_step + 1, num_steps + 1):
+        try:
+          batch, position_next = next(batches)
+        except input_pipeline.DataError:
+          if jax.process_count() == 1:  # A save is collective: other processes may not stop.
+            save_before_stopping(step - 1)  # The steps trained so far are kept.
+          raise
+        position = position_next
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          state, metrics = train_fn(state, batch)
+        if not pending:
+          first = step
+        pending.append(metrics)
+        report(step)
+        progress.update(1)
+        is_last = step == num_steps
+        if ckpt.reached_preemption(step):
+          stop_signum = signal.SIGTERM
+        elif signals.received is not None:
+          stop_signum = signals.received
+        stopping = stop_signum is not None
+        if step % config.train.log_every == 0 or is_last or stopping or ckpt.should_save(step):
+          flush_metrics(step)  # Also the non-finite check: nothing bad reaches a checkpoint.
+        if ckpt.should_save(step) or is_last or stopping:
+          ckpt.save(step, state, position, force=is_last or stopping)
+        if stopping:
+          break
+        if config.eval.every and step % config.eval.every == 0 and not is_last:
+          writer.write_scalars(step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
+        _fault_injection(step)
+      if stop_signum is None and signals.received is not None:
+        stop_signum = signals.received  # Arrived after the last step: its save is under way.
+      if stop_signum is None:  # Final evaluation and sample summaries.
+        final_step = int(state.step)
+        writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
+        generator = inference.Generator(config, variables_of(state), step=final_step,
+                                        mesh=mesh)
+        sampling.write_sample_summaries(generator, writer, final_step)
+      progress.close()
+      ckpt.wait()  # The signal handlers stay until the last save is committed.
+      if stop_signum is None and signals.received is not None:
+        stop_signum = signals.received  # During the final evaluation: skip what follows it.
+  except checkpointing.CheckpointError:
+    raise
+  except BaseException:
+    # Whatever failed (evaluation, a bad batch, Ctrl-C twice), the save under way is finished
+    # so the last checkpoint is not lost with the process; its own error would hide this one.
+    try:
+      ckpt.wait()
+    except checkpointing.CheckpointError as e:
+      logging.error("%s", e)
+    raise
   ckpt.close()
   writer.flush()
+  if stop_signum is not None:
+    interrupted = TrainingInterrupted(stop_signum, int(state.step), ckpt.directory)
+    logging.warning("%s", interrupted)
+    raise interrupted
   return state
 
 
