@@ -37,6 +37,8 @@ _CSV = flags.DEFINE_string("csv", None, "Sample mode: a CSV of face,audio,out ro
 _OUT = flags.DEFINE_string("out", None, "Sample mode: output folder for --face and --audio.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", None,
                                     "Sample mode: K videos per input (default: config).")
+_FACE_INDEX = flags.DEFINE_integer("face_index", 0, "Sample mode: which face of a photo with "
+                                   "several (0: the largest, 1: the next, ...).")
 flags.mark_flags_as_required(["workdir"])
 
 USER_ERROR_STATUS = 2
@@ -110,7 +112,8 @@ def main(argv):
     logging.info("JAX process %d / %d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
     request = sampling.SampleRequest(face=_FACE.value, audio=_AUDIO.value, csv=_CSV.value,
-                                     out=_OUT.value, num_samples=_NUM_SAMPLES.value)
+                                     out=_OUT.value, num_samples=_NUM_SAMPLES.value,
+                                     face_index=_FACE_INDEX.value)
     if _MODE.value != "sample" and request != sampling.SampleRequest():
       raise errors.UserError("--face, --audio, --csv, --out and --num_samples need "
                              "--mode=sample")

@@ -39,6 +39,7 @@ from absl import logging
 
 from data_prep import audio as audio_prep
 from data_prep import face as face_prep
+from data_prep import photo
 from data_prep import schema
 import talkface_jax.checkpointing as checkpointing
 import talkface_jax.errors as errors
@@ -69,59 +70,35 @@ class Speech:
 # -------------------------------------------------------------------------------------------------
 
 
-def _read_photo(path: str) -> np.ndarray:
-  """An image file as uint8 [H, W, 3]."""
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top  (heavy plugins, lazily)
-  if not os.path.isfile(path):
-    raise errors.UserError(f"face photo {path}: no such file" +
-                           (" (it is a folder)" if os.path.isdir(path) else ""))
-  try:
-    image = np.asarray(iio.imread(path, index=0))
-  except Exception as e:  # imageio raises several types, depending on the plugin.
-    raise errors.UserError(f"face photo {path}: cannot read it as an image ({e})") from e
-  return image
+def align_config(config: ml_collections.ConfigDict) -> face_prep.AlignConfig:
+  """The alignment of the shards the model was trained on (``config.data.align_on``; the
+  build's default when the config does not set it), at the model's resolution."""
+  align_on = config.data.get("align_on", None) or face_prep.AlignConfig.align_on
+  return face_prep.AlignConfig(resolution=int(config.model.resolution), align_on=align_on)
 
 
-def _as_rgb8(image: np.ndarray, name: str) -> np.ndarray:
-  """Grey, RGBA, 16-bit and float images as uint8 [H, W, 3]."""
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = np.stack([image] * 3, axis=-1)
-  if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 8:
-    raise errors.UserError(f"face {name}: expected an RGB image, got shape {image.shape}")
-  if image.dtype != np.uint8:
-    if np.issubdtype(image.dtype, np.integer):
-      scale = 255.0 / max(1.0, float(np.iinfo(image.dtype).max))
-    else:
-      scale = 255.0  # Floats in [0, 1].
-    image = np.clip(np.round(image.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-  return np.ascontiguousarray(image[..., :3])
-
-
-def align_face(face, resolution: int, aligner: face_prep.FaceAligner | None = None
-               ) -> np.ndarray:
+def align_face(face, aligner: face_prep.FaceAligner, face_index: int = 0) -> np.ndarray:
   """The face of a photo, detected and aligned as the training data were: uint8 [S, S, 3].
 
   Args:
-    face: an image file's path, or an image array [H, W, 3] (uint8, or floats in [0, 1]).
-    resolution: crop size S.
-    aligner: a ``data_prep.face.FaceAligner`` at ``resolution`` (built if None).
+    face: an image file's path (EXIF orientation applied; grey, RGBA, palette, CMYK and 16-bit
+      images converted), or an image array [H, W, 3] (uint8, or floats in [0, 1]).
+    aligner: a ``data_prep.face.FaceAligner`` with the shards' alignment (``align_config``).
+    face_index: 0 for the largest face (a warning names how many there are), k for the
+      (k+1)-th largest.
 
   Raises:
-    UserError: the file cannot be read as an image, or holds no face. Several faces are not
-      an error: the largest is used and a warning is logged.
+    UserError: not an image, no face, a face under Dlib's minimum size (the message says
+      how small), fewer faces than ``face_index + 1``.
   """
-  name = face if isinstance(face, (str, os.PathLike)) else "array"
-  image = _read_photo(os.fspath(face)) if isinstance(face, (str, os.PathLike)) else face
-  image = _as_rgb8(image, name)
-  aligner = aligner or face_prep.FaceAligner(face_prep.AlignConfig(resolution=resolution))
-  try:
-    aligned = aligner.align(image[None])
-  except face_prep.NoFaceError as e:
-    raise errors.UserError(f"face photo {name}: {e}") from e
-  if aligned.stats["max_faces"] > 1:
-    logging.warning("%d faces found in %s; using the largest.", aligned.stats["max_faces"], name)
-  return aligned.frames[0]
+  if isinstance(face, (str, os.PathLike)):
+    return photo.load_face_photo(os.fspath(face), aligner, face_index)
+  image = np.asarray(face)
+  if image.ndim == 3 and image.shape[-1] == 4:
+    image = image[..., :3]
+  if np.issubdtype(image.dtype, np.floating):
+    image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+  return photo.align_photo(np.ascontiguousarray(image), aligner, face_index, name="face array")
 
 
 def prepare_speech(audio) -> Speech:
@@ -131,43 +108,22 @@ def prepare_speech(audio) -> Speech:
   less than one frame to exactly that length. Silence is valid input.
 
   Args:
-    audio: a path (wav, mp3, flac, m4a, or a video with an audio track), or a pair
-      ``(samples, sample_rate)`` with samples [S] or [S, channels], float in [-1, 1] or int.
+    audio: a path (wav, mp3, ogg, flac, m4a, or a video with an audio track), or a pair
+      ``(samples, sample_rate)`` with samples [S] or [S, channels], float in [-1, 1] or int16.
 
   Raises:
     UserError: the file is missing, empty, unreadable, has no audio stream, or lasts less
       than two video frames.
   """
+  if isinstance(audio, Speech):
+    return audio
   if isinstance(audio, (str, os.PathLike)):
-    name = os.fspath(audio)
-    try:
-      samples = media.read_audio(name, SAMPLE_RATE)
-    except media.MediaError as e:
-      raise errors.UserError(f"audio {e}") from e
-  else:
-    name = "array"
-    try:
-      samples, rate = audio
-    except (TypeError, ValueError) as e:
-      raise errors.UserError("audio: expected a path or a (samples, sample_rate) pair") from e
-    samples = np.asarray(samples)
-    if np.issubdtype(samples.dtype, np.integer):
-      samples = samples / float(np.iinfo(samples.dtype).max)
-    samples = samples.astype(np.float32)
-    if samples.ndim == 2:
-      samples = samples.mean(axis=1)
-    if samples.ndim != 1:
-      raise errors.UserError(f"audio array: expected [S] or [S, channels], got {samples.shape}")
-    if int(rate) != SAMPLE_RATE and samples.size:
-      import librosa  # pylint: disable=g-import-not-at-top  (numba start-up, only when needed)
-      samples = librosa.resample(samples, orig_sr=int(rate), target_sr=SAMPLE_RATE)
-  num_frames = (len(samples) + SAMPLES_PER_FRAME // 2) // SAMPLES_PER_FRAME  # Half up.
-  if num_frames < 2:
-    raise errors.UserError(
-        f"audio {name}: {len(samples) / SAMPLE_RATE * 1000:.0f} ms is too short (at least two "
-        f"{1000 // FPS} ms video frames)")
-  samples, _ = audio_prep.fit_to_frames(samples, num_frames)
-  return Speech(samples, audio_prep.mfcc_windows(samples, num_frames))
+    return Speech(*audio_prep.load_speech(os.fspath(audio)))
+  try:
+    samples, rate = audio
+  except (TypeError, ValueError) as e:
+    raise errors.UserError("audio: expected a path or a (samples, sample_rate) pair") from e
+  return Speech(*audio_prep.speech_features(np.asarray(samples), "audio array", int(rate)))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -249,11 +205,11 @@ class Generator:
 
   # -- inputs ---------------------------------------------------------------------------------
 
-  def prepare_face(self, face) -> np.ndarray:
-    """``align_face`` at this model's resolution: uint8 [S, S, 3]."""
+  def prepare_face(self, face, face_index: int = 0) -> np.ndarray:
+    """``align_face`` with the shards' alignment at this model's resolution: uint8 [S, S, 3]."""
     if self._aligner is None:
-      self._aligner = face_prep.FaceAligner(face_prep.AlignConfig(resolution=self.resolution))
-    return align_face(face, self.resolution, self._aligner)
+      self._aligner = face_prep.FaceAligner(align_config(self.config))
+    return align_face(face, self._aligner, face_index)
 
   @staticmethod
   def prepare_speech(audio) -> Speech:
@@ -261,7 +217,8 @@ class Generator:
 
   # -- generation -----------------------------------------------------------------------------
 
-  def generate(self, face, audio, num_samples: int = 1, seed: int = 0) -> np.ndarray:
+  def generate(self, face, audio, num_samples: int = 1, seed: int = 0,
+               face_index: int = 0) -> np.ndarray:
     """K videos of ``face`` saying ``audio``.
 
     Args:
@@ -270,13 +227,14 @@ class Generator:
       audio: a path, or ``(samples, sample_rate)``.
       num_samples: K.
       seed: the latent draws; the same seed gives the same videos.
+      face_index: which face of a photo with several (0: the largest).
 
     Returns:
       uint8 [K, T, S, S, 3] at 25 fps; T = the audio's duration in frames; frame 0 is the
       aligned face.
     """
-    frame0 = self.prepare_face(face)
-    speech = audio if isinstance(audio, Speech) else self.prepare_speech(audio)
+    frame0 = self.prepare_face(face, face_index)
+    speech = self.prepare_speech(audio)
     return self.generate_aligned(frame0[None], speech.mfcc[None], num_samples,
                                  jax.random.key(seed))[0]
 
@@ -392,14 +350,14 @@ class Generator:
     Raises:
       UserError: ``out_dir`` cannot be written, is a file, or is a folder of other files.
     """
-    speech = audio if isinstance(audio, Speech) else self.prepare_speech(audio)
+    speech = self.prepare_speech(audio)
     videos = np.asarray(videos)
     return write_outputs(out_dir, [videos], videos.shape[:2], speech.samples,
                          self._manifest(videos.shape[0], videos.shape[1], info), overwrite)
 
   def generate_to_files(self, face, audio, out_dir: str, num_samples: int = 1, seed: int = 0,
                         info: dict | None = None, overwrite: bool = True,
-                        progress: bool = False) -> list[str]:
+                        progress: bool = False, face_index: int = 0) -> list[str]:
     """``generate`` then ``write``, streamed: frames go to the encoders chunk by chunk.
 
     Memory stays that of one chunk whatever the audio's length (K videos of 30 minutes are
@@ -410,8 +368,8 @@ class Generator:
       UserError: a bad face, audio or output folder (all checked before generating).
     """
     check_output_dir(out_dir, overwrite)
-    frame0 = self.prepare_face(face)
-    speech = audio if isinstance(audio, Speech) else self.prepare_speech(audio)
+    frame0 = self.prepare_face(face, face_index)
+    speech = self.prepare_speech(audio)
     key_data = self._row_key_data(jax.random.key(seed), 1, num_samples)
     pieces = self._generate_rows(np.repeat(frame0[None], num_samples, axis=0),
                                  np.repeat(speech.mfcc[None], num_samples, axis=0), key_data,

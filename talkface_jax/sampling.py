@@ -135,12 +135,14 @@ class SampleRequest:
     csv: a CSV of ``face,audio,out`` rows (instead of face and audio).
     out: output folder for face + audio; default ``WORKDIR/samples/<face>_<audio>``.
     num_samples: K; default ``config.sample.num_samples``.
+    face_index: which face of photos with several (0: the largest).
   """
   face: str | None = None
   audio: str | None = None
   csv: str | None = None
   out: str | None = None
   num_samples: int | None = None
+  face_index: int = 0
 
   def file_requests(self, workdir: str) -> list[FileRequest] | None:
     """The user-file inputs asked for, or None to sample held-out clips.
@@ -184,7 +186,7 @@ class BatchReport:
 
 
 def sample_files(generator: inference.Generator, requests: list[FileRequest],
-                 num_samples: int, seed: int = 0) -> BatchReport:
+                 num_samples: int, seed: int = 0, face_index: int = 0) -> BatchReport:
   """Samples every request with one compiled function; a bad input is skipped and reported.
 
   Every input uses the same seed: a (face, audio) pair gives the same videos wherever it
@@ -202,11 +204,12 @@ def sample_files(generator: inference.Generator, requests: list[FileRequest],
     try:
       speech = generator.prepare_speech(request.audio)
       info = {"face": os.path.abspath(request.face), "audio": os.path.abspath(request.audio),
-              "seed": seed}
+              "seed": seed, "face_index": face_index}
       started = time.perf_counter()
       written[request.out] = generator.generate_to_files(
           request.face, speech, request.out, num_samples, seed, info,
-          progress=show and speech.num_frames > 10 * generator.chunk_frames)
+          progress=show and speech.num_frames > 10 * generator.chunk_frames,
+          face_index=face_index)
       seconds = time.perf_counter() - started
       logging.info("%d frames x %d samples generated and written in %.1f s, %.2fx real time "
                    "(the first input includes compilation)", speech.num_frames, num_samples,
@@ -232,7 +235,8 @@ def run(generator: inference.Generator, workdir: str, request: SampleRequest,
   requests = request.file_requests(workdir)
   num_samples = request.num_samples or config.sample.num_samples
   if requests:
-    report = sample_files(generator, requests, num_samples, config.sample.seed)
+    report = sample_files(generator, requests, num_samples, config.sample.seed,
+                          request.face_index)
     lines = [f"Sampled {len(report.written)} of {len(requests)} inputs, K = {num_samples}, "
              f"step {generator.step}:"]
     lines += [f"  {out}" for out in report.written]

@@ -98,6 +98,11 @@ def files(tmp_path_factory):
   return paths
 
 
+def _aligner():
+  from data_prep import face  # pylint: disable=g-import-not-at-top
+  return face.FaceAligner(face.AlignConfig(resolution=64))
+
+
 def _leftovers(folder):
   """Hidden staging folders or temporary files left in ``folder``."""
   return [n for n in os.listdir(folder) if n.startswith(".")]
@@ -177,7 +182,7 @@ def test_one_minute_of_audio_runs_in_fixed_chunks(tiny, tmp_path, monkeypatch):
 
 
 def test_load_face_aligns_like_the_training_data(files):
-  crop = inference.align_face(files["face.png"], 64)
+  crop = inference.align_face(files["face.png"], _aligner())
   assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
   from data_prep import face, template  # pylint: disable=g-import-not-at-top
   # The refitted landmarks of the crop sit on the template, as for aligned training clips.
@@ -188,7 +193,7 @@ def test_load_face_aligns_like_the_training_data(files):
 
 def test_two_faces_use_the_largest_and_warn(files, caplog):
   with caplog.at_level(logging.WARNING):
-    crop = inference.align_face(files["two_faces.png"], 64)
+    crop = inference.align_face(files["two_faces.png"], _aligner())
   assert crop.shape == (64, 64, 3)
   assert "2 faces found" in caplog.text and "largest" in caplog.text
 
@@ -238,7 +243,7 @@ def test_face_and_audio_give_k_videos_with_sound(generator, files, tmp_path):
 
 
 @pytest.mark.parametrize("face_name, audio_name, pattern", [
-    ("no_face.png", "speech.wav", "no face detected"),
+    ("no_face.png", "speech.wav", "no face found"),
     ("not_an_image.jpg", "speech.wav", "cannot read it as an image"),
     ("face.png", "empty.wav", "empty"),
     ("face.png", "garbage.mp3", "cannot decode audio")])
