@@ -9,6 +9,7 @@ state.step)``, so the host threads no keys and a resumed run draws the same nois
 import functools
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -301,7 +302,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.write_hparams(_flatten(config.to_dict()))
   else:
     latest, state, position = restored
-    logging.info("Resumed from step %d of %s (input at %s).", latest, ckpt.directory, position)
+    resumed = f"Resumed from step {latest} of {ckpt.directory} (input at {position})."
+    logging.info(resumed)
+    if jax.process_index() == 0:  # The console line of a resumed run (library logs go to file).
+      tqdm.tqdm.write(resumed, file=sys.stderr)
   first_step = int(state.step)
 
   train_fn = jit_train_step(config, model, tx, mesh, state_sharding)

@@ -112,6 +112,12 @@ _FIELDS = {
     "head_motion_samples", "head_motion_truth"}
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """(config, workdir) of a tiny model trained 2 steps; shared by this module's slow tests."""
+  return _trained_workdir(tmp_path_factory.mktemp("trained"))
+
+
 def _trained_workdir(tmp_path):
   shard_fixtures.write_tiny_dataset(str(tmp_path / "data"), num_frames=10)
   config = grid.get_config("tiny")
@@ -125,8 +131,9 @@ def _trained_workdir(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_of_a_trained_checkpoint_writes_every_field(tmp_path, capsys):
-  config, workdir = _trained_workdir(tmp_path)
+def test_eval_of_a_trained_checkpoint_writes_every_field(trained, capsys):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
   experiment.run(None, workdir, "eval")  # The workdir's own config.
   with open(os.path.join(workdir, "eval_2.json")) as f:
     results = json.load(f)
@@ -164,8 +171,8 @@ print("RESULT" + json.dumps({{k: v for k, v in scores.items() if isinstance(v, f
 
 
 @pytest.mark.slow
-def test_eval_on_eight_devices_equals_one(tmp_path):
-  _, workdir = _trained_workdir(tmp_path)
+def test_eval_on_eight_devices_equals_one(trained):
+  _, workdir = trained
   results = {}
   for devices in (1, 8):
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices)}

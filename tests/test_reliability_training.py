@@ -336,7 +336,8 @@ def test_sigkill_and_sigterm_at_random_steps_resume_to_the_uninterrupted_result(
   # Steps drawn afresh each run (printed on failure): between checkpoints, and right after
   # one, while its asynchronous save is still being written.
   rng = random.Random()
-  kill_1, term, kill_2 = rng.randint(1, 3), rng.randint(4, 5), rng.randint(6, 7)
+  kill_1, term = rng.randint(1, 3), rng.randint(4, 5)
+  kill_2 = rng.randint(term + 2, 7)  # After the step that the SIGTERM run saved (term + 1).
   drawn = f"SIGKILL at {kill_1}, SIGTERM at {term}, SIGKILL at {kill_2}"
   workdir = str(tmp_path / "interrupted")
 

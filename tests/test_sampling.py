@@ -442,3 +442,48 @@ def test_long_audio_is_streamed_in_bounded_memory(files, tmp_path):
   held = 2 * (600 - 60) * 25 * 64 * 64 * 3 / 1024
   assert peaks[600] - peaks[60] < 0.5 * held, peaks
   assert peaks[600] < 1.3 * peaks[60], peaks
+
+
+def test_paths_with_spaces_and_non_ascii_characters(generator, files, tmp_path):
+  folder = tmp_path / "mes fichiers é ü 音"
+  folder.mkdir()
+  face, audio = folder / "photo de moi.png", folder / "voix ç.wav"
+  face.write_bytes(open(files["face.png"], "rb").read())
+  audio.write_bytes(open(files["speech.wav"], "rb").read())
+  out = str(folder / "sortie à faire")
+  paths = _sample(generator, str(face), str(audio), out, 2)
+  assert sorted(os.path.basename(p) for p in paths) == sorted(inference.output_names(2))
+  assert media.probe(os.path.join(out, "grid.mp4")).has_audio
+
+
+def test_photos_are_aligned_like_the_shards(tiny):
+  config, _, variables = tiny
+  assert inference.align_config(config).align_on == "nose"  # The build's default.
+  config = _tiny_config()
+  config.data.align_on = "nose_eyes"  # Shards built with --align_on=nose_eyes.
+  assert inference.align_config(config).align_on == "nose_eyes"
+  generator = inference.Generator(config, variables)
+  generator.prepare_face(skimage.data.astronaut())
+  assert generator._aligner.config.align_on == "nose_eyes"  # pylint: disable=protected-access
+
+
+def test_sampling_skips_a_damaged_latest_checkpoint(tiny_state, tmp_path, caplog):
+  config, _, state = tiny_state
+  workdir = str(tmp_path / "work")
+  workdir_lib.write_config(workdir, config)
+  ckpt = checkpointing.Checkpointer(workdir, config)
+  for step in (1, 2):
+    ckpt.save(step, state, input_pipeline.Position(), force=True)
+    ckpt.wait()
+  ckpt.close()
+  data = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(workdir, "checkpoints", "2"))
+          for f in names if "/d/" in os.path.join(d, f)]
+  largest = max(data, key=os.path.getsize)
+  os.truncate(largest, os.path.getsize(largest) // 2)
+  with caplog.at_level(logging.WARNING):
+    generator = talkface_jax.load(workdir)
+  assert generator.step == 1
+  assert "checkpoints/2 is damaged" in caplog.text
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]  # Only read.
+  with pytest.raises(errors.UserError, match="no usable checkpoint"):
+    talkface_jax.load(workdir, step=2)
