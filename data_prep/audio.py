@@ -188,19 +188,6 @@ def fit_to_frames(audio: np.ndarray, num_frames: int) -> tuple[np.ndarray, int]:
   return audio[:target], change
 
 
-def _frame_signal(signal: np.ndarray, frame_length: int, hop: int) -> np.ndarray:
-  """python_speech_features' framesig: zero-pads the tail so the last frame is complete.
-
-  Returns:
-    [N, frame_length] with N = 1 + ceil((len - frame_length) / hop) (N = 1 if shorter).
-  """
-  length = len(signal)
-  num_frames = 1 if length <= frame_length else 1 + int(np.ceil((length - frame_length) / hop))
-  padded_length = (num_frames - 1) * hop + frame_length
-  padded = np.concatenate([signal, np.zeros(padded_length - length, signal.dtype)])
-  return librosa.util.frame(padded, frame_length=frame_length, hop_length=hop, axis=0)
-
-
 def mel_filterbank(sample_rate: int, nfft: int = NFFT, num_filters: int = NUM_FILTERS,
                    low_hz: float = 0.0, high_hz: float | None = None) -> np.ndarray:
   """Triangular filters on FFT bins, python_speech_features style (HTK mel, floored bins).
@@ -234,15 +221,30 @@ def mfcc(signal: np.ndarray, sample_rate: int = schema.SAMPLE_RATE) -> np.ndarra
   Returns:
     float64 [N, 13]: column 0 is the log frame energy, 1-12 the liftered cepstra.
   """
-  signal = np.asarray(signal, np.float64)
-  emphasized = np.append(signal[:1], signal[1:] - PREEMPHASIS * signal[:-1])
-  frames = _frame_signal(emphasized, int(round(WINDOW_SECONDS * sample_rate)),
-                         int(round(HOP_SECONDS * sample_rate)))  # A strided view.
+  signal = np.asarray(signal)
+  if signal.dtype != np.float32:  # float32 converts to float64 exactly, block by block below.
+    signal = signal.astype(np.float64)
+  frame_length = int(round(WINDOW_SECONDS * sample_rate))
+  hop = int(round(HOP_SECONDS * sample_rate))
+  length = len(signal)
+  num_frames = 1 if length <= frame_length else 1 + int(np.ceil((length - frame_length) / hop))
   bank = mel_filterbank(sample_rate).T
-  # Frames are independent: blocks of them bound the spectra's memory (a 30-minute recording
-  # would need ~1.5 GB of FFT at once) without changing any value.
-  blocks = [_cepstra(frames[i:i + _FRAMES_PER_BLOCK], bank)
-            for i in range(0, len(frames), _FRAMES_PER_BLOCK)]
+  # Frames are independent: blocks of them, each pre-emphasised and framed from its own
+  # stretch of the signal, bound the memory (a 30-minute recording would need ~2 GB of
+  # float64 copies and FFTs at once). The values equal one pass's up to the FFT's last bits
+  # (measured: 9e-14 at most on cepstra of order 1-10; the FFT's SIMD grouping of rows
+  # depends on how many it is given).
+  blocks = []
+  for first in range(0, num_frames, _FRAMES_PER_BLOCK):
+    count = min(_FRAMES_PER_BLOCK, num_frames - first)
+    start = first * hop
+    stop = start + (count - 1) * hop + frame_length  # May run past the end: zeros there.
+    segment = np.asarray(signal[start:stop], np.float64)
+    head = segment[:1] if start == 0 else segment[:1] - PREEMPHASIS * float(signal[start - 1])
+    emphasized = np.concatenate([head, segment[1:] - PREEMPHASIS * segment[:-1]])
+    padded = np.concatenate([emphasized, np.zeros(stop - start - len(emphasized))])
+    frames = librosa.util.frame(padded, frame_length=frame_length, hop_length=hop, axis=0)
+    blocks.append(_cepstra(frames, bank))
   return np.concatenate(blocks)
 
 
@@ -278,9 +280,11 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray
     within 5 ms of video frame t's centre.
   """
   audio = np.asarray(audio)
-  if audio.dtype == np.int16:
-    audio = audio.astype(np.float64) / 32768.0
-  padded = np.pad(np.asarray(audio, np.float64), PAD_SAMPLES)
+  if audio.dtype == np.int16:  # Exact in float32: 16-bit values over a power of two.
+    audio = audio.astype(np.float32) / np.float32(32768.0)
+  elif audio.dtype != np.float32:
+    audio = audio.astype(np.float64)
+  padded = np.pad(audio, PAD_SAMPLES)
   coefficients = mfcc(padded)[:, 1:]
   count = coefficients.shape[0] // ROWS_PER_FRAME - (schema.MFCC_WINDOW_ROWS // ROWS_PER_FRAME - 1)
   if num_frames is not None and count != num_frames:

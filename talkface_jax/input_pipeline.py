@@ -15,7 +15,6 @@ position count, so positions stay valid).
 """
 
 import dataclasses
-import os
 from collections.abc import Iterator
 
 import jax
@@ -24,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_prep import fileio
 from data_prep import schema
 import talkface_jax.errors as errors
 
@@ -65,7 +65,8 @@ class Position:
 def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The TFDS builder of ``config.data.dir``; a clear error if the shards are not there."""
   data_dir = config.data.dir
-  if not data_dir or not os.path.exists(os.path.join(data_dir, "dataset_info.json")):
+  # Any filesystem TFDS reads (local, gs://, ...): TPU pods read their shards from buckets.
+  if not data_dir or not fileio.exists(fileio.join(data_dir, "dataset_info.json")):
     raise DataNotFoundError(
         f"no pre-processed shards in data.dir={data_dir!r} (expected dataset_info.json and "
         f"*.tfrecord-* files there). Build them from the raw corpus with:\n"
