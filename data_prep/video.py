@@ -60,7 +60,7 @@ def ffmpeg_exe() -> str:
   return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _section(log: str, marker: str) -> str:
+def log_section(log: str, marker: str) -> str:
   """The part of ffmpeg's log describing the input (``Input #0``) or output (``Output #0``)."""
   start = log.find(marker)
   if start < 0:
@@ -166,7 +166,7 @@ def read_video(path: str, fps: float | None = schema.FPS, max_side: int | None =
       first = proc.stdout.read(1)
       log_file.seek(0)
       log, _ = _strip_levels(log_file.read().decode("utf-8", "replace"))
-      size = _size(_video_line(_section(log, "Output #0")) or "")
+      size = _size(_video_line(log_section(log, "Output #0")) or "")
       if first and size:
         width, height = size
         frame_bytes = width * height * 3
@@ -190,15 +190,15 @@ def read_video(path: str, fps: float | None = schema.FPS, max_side: int | None =
     raise TimeoutError(f"{path}: ffmpeg did not finish decoding within {timeout:g} s")
   if returncode < 0:
     raise errors.TransientError(f"{path}: ffmpeg was killed by signal {-returncode}")
-  source = _video_line(_section(log, "Input #0"))
-  if not _section(log, "Input #0"):
+  source = _video_line(log_section(log, "Input #0"))
+  if not log_section(log, "Input #0"):
     raise VideoError(f"unreadable video: {_last_line(error_lines or log)}")
   if source is None:
     raise VideoError("has no video stream")
   if not frames:
     reason = _last_line(error_lines) if error_lines else "no frames decoded"
     raise VideoError(f"no frames decoded: {reason}" if error_lines else reason)
-  rotation = re.search(r"rotation of (-?[\d.]+) degrees", _section(log, "Input #0"))
+  rotation = re.search(r"rotation of (-?[\d.]+) degrees", log_section(log, "Input #0"))
   return Video(frames=np.stack(frames), source_fps=_fps(source), source_size=_size(source),
                rotation=float(rotation.group(1)) if rotation else 0.0,
                decode_errors=error_lines.strip()[-300:])

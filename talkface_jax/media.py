@@ -117,15 +117,6 @@ def _parse_rate(text: str) -> float:
   return float(text)
 
 
-def _section(header: str, marker: str) -> str:
-  """The part of ffmpeg's log that describes the input or the output file."""
-  start = header.find(marker)
-  if start < 0:
-    return ''
-  end = header.find('Output #', start + 1) if marker.startswith('Input') else -1
-  return header[start:end] if end >= 0 else header[start:]
-
-
 def _parse_streams(section: str) -> MediaInfo:
   """Parses one 'Input #0' or 'Output #0' section of ffmpeg's log."""
   duration = None
@@ -180,7 +171,7 @@ def probe(path: str) -> MediaInfo:
   result = subprocess.run([_ffmpeg(), '-hide_banner', '-nostdin', '-i', path],
                           capture_output=True, check=False)
   log = result.stderr.decode('utf-8', 'replace')
-  section = _section(log, 'Input #0')
+  section = video_lib.log_section(log, 'Input #0')
   if not section:
     raise MediaError(
         path, f'ffmpeg cannot open it ({_last_error_line(result.stderr)})')
