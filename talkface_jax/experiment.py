@@ -48,19 +48,20 @@ def run(config: ml_collections.ConfigDict | None, workdir: str, mode: str,
   """
   if mode == "train":
     return _train(config, workdir)
+  if mode not in ("eval", "sample"):
+    raise ValueError(f"unknown mode {mode!r}")
+  request = sample_request or sampling.SampleRequest()
+  requests = request.file_requests(workdir) if mode == "sample" else None  # Before the restore.
   generator = inference.load(workdir, config=config)
   if mode == "eval":
     results = evaluation.evaluate(generator, workdir)
     if results is not None:
       print(evaluation.format_table(results), flush=True)
     return results
-  if mode == "sample":
-    summary = sampling.run(generator, workdir, sample_request or sampling.SampleRequest(),
-                           generator.config)
-    if jax.process_index() == 0:
-      print(summary, flush=True)
-    return None
-  raise ValueError(f"unknown mode {mode!r}")
+  summary = sampling.run(generator, workdir, request, requests)
+  if jax.process_index() == 0:
+    print(summary, flush=True)
+  return None
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict | None:

@@ -223,16 +223,17 @@ def sample_files(generator: inference.Generator, requests: list[FileRequest],
 
 
 def run(generator: inference.Generator, workdir: str, request: SampleRequest,
-        config: ml_collections.ConfigDict) -> str:
-  """``--mode=sample``: user files if the request names any, else held-out clips.
+        requests: list[FileRequest] | None) -> str:
+  """``--mode=sample``: the user files ``requests`` (``request.file_requests``, checked before
+  the checkpoint is read) if any, else held-out clips.
 
   Returns:
     A one-paragraph summary for the console.
 
   Raises:
-    UserError: a bad request, or (with several inputs) every input failed or some did.
+    UserError: (with several inputs) some of them failed; the others were written.
   """
-  requests = request.file_requests(workdir)
+  config = generator.config
   num_samples = request.num_samples or config.sample.num_samples
   if requests:
     report = sample_files(generator, requests, num_samples, config.sample.seed,
