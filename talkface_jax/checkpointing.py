@@ -272,7 +272,8 @@ def restore_variables(workdir: str, abstract_variables, step: int | None = None)
     raise CheckpointError(f"{directory}: no checkpoint; train first with --mode=train "
                           f"--workdir={workdir}")
   manager = ocp.CheckpointManager(directory,
-                                  item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+                                  item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                                                 "input": ocp.JsonCheckpointHandler()})
   try:
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
