@@ -478,8 +478,9 @@ def test_sampling_skips_a_damaged_latest_checkpoint(tiny_state, tmp_path, caplog
   ckpt.close()
   data = [os.path.join(d, f) for d, _, names in os.walk(os.path.join(workdir, "checkpoints", "2"))
           for f in names if "/d/" in os.path.join(d, f)]
-  largest = max(data, key=os.path.getsize)
-  os.truncate(largest, os.path.getsize(largest) // 2)
+  assert data
+  for path in data:  # Every data file: which one holds what varies from run to run.
+    os.truncate(path, os.path.getsize(path) // 2)
   with caplog.at_level(logging.WARNING):
     generator = talkface_jax.load(workdir)
   assert generator.step == 1
