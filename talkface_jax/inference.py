@@ -131,14 +131,10 @@ def prepare_speech(audio) -> Speech:
 # -------------------------------------------------------------------------------------------------
 
 
-def abstract_variables(model: talkface.TalkFace, resolution: int, mesh):
+def abstract_variables(model: talkface.TalkFace, mesh):
   """Shapes of {'params', 'batch_stats'}, each leaf replicated over ``mesh``."""
-  def init():
-    return model.init({"params": jax.random.key(0), "latent": jax.random.key(0)},
-                      jnp.zeros((1, 2, resolution, resolution, 3), jnp.float32),
-                      jnp.zeros((1, 2, schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS),
-                                jnp.float32), train=True)
-  shapes = jax.eval_shape(init)
+  shapes = jax.eval_shape(functools.partial(talkface.init_variables, model),
+                          jax.random.key(0), jax.random.key(0))
   sharding = parallel.replicated(mesh)
   return {k: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           shapes[k]) for k in ("params", "batch_stats")}
@@ -160,7 +156,7 @@ def load(workdir: str, step: int | None = None,
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)
   variables, step = checkpointing.restore_variables(
-      workdir, abstract_variables(model, config.model.resolution, mesh), step)
+      workdir, abstract_variables(model, mesh), step)
   return Generator(config, variables, step=step, mesh=mesh)
 
 

@@ -67,10 +67,7 @@ class TrainState:
 def _init_state(config, model, tx) -> TrainState:
   rng = jax.random.key(config.seed)
   params_rng, latent_rng, train_rng = jax.random.split(rng, 3)
-  res = config.model.resolution
-  variables = model.init({"params": params_rng, "latent": latent_rng},
-                         jnp.zeros((1, 2, res, res, 3), jnp.float32),
-                         jnp.zeros((1, 2, 28, 12), jnp.float32), train=True)
+  variables = talkface.init_variables(model, params_rng, latent_rng)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                     batch_stats=variables["batch_stats"],
                     opt_state=tx.init(variables["params"]),

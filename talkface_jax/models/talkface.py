@@ -174,6 +174,14 @@ class TalkFace(nn.Module):
     return prior_carry, predictor_carry, frames
 
 
+def init_variables(model: TalkFace, params_rng: jax.Array, latent_rng: jax.Array):
+  """Fresh {'params', 'batch_stats'} of ``model`` (traced on a 2-frame dummy clip)."""
+  res = model.resolution
+  return model.init({"params": params_rng, "latent": latent_rng},
+                    jnp.zeros((1, 2, res, res, 3), jnp.float32),
+                    jnp.zeros((1, 2, 28, 12), jnp.float32), train=True)
+
+
 def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
   """The model described by ``config.model``."""
   if model_config.conv_impl not in ("xla", "fast_wgrad", "auto"):
