@@ -10,6 +10,11 @@ stores and what other encodings would cost::
   nice -n 10 python -m benchmarks.build_scale --dataset=lrw --raw_dir=/tmp/lrw1000 \\
       --out_root=/tmp/lrw1000_out --num_workers=2 --json=/tmp/build_scale.json
 
+Throughput of one runner against the other is a ratio, measured side by side: with
+``--repeats=N`` the runners alternate (pool, beam, pool, beam, ...) so both see the same load
+over the run, and the summary gives Beam's clips/s over the pool's for each adjacent pair and
+their median.
+
 Storage options measured on the built examples (what the model sees is kept equal unless said):
 
 * ``mfcc_rows``: the MFCC rows once per clip ([4T + 24, 12]) instead of one 28-row window per
@@ -25,6 +30,7 @@ import glob
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,6 +76,7 @@ def run_build(args, runner: str) -> dict:
              f"--raw_dir={args.raw_dir}", f"--out_dir={out}", f"--resolution={args.resolution}",
              f"--num_workers={args.num_workers}", f"--runner={runner}", "--no_progress"]
   start = time.time()
+  cpu_start = resource.getrusage(resource.RUSAGE_CHILDREN)
   log = open(out + ".log", "w")
   proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
   peaks, stop = {}, threading.Event()
@@ -86,6 +93,10 @@ def run_build(args, runner: str) -> dict:
   stop.set()
   sampler.join()
   wall = time.time() - start
+  cpu_end = resource.getrusage(resource.RUSAGE_CHILDREN)
+  # CPU seconds of the build's whole process tree (children that have been waited for).
+  cpu = {"user": cpu_end.ru_utime - cpu_start.ru_utime,
+         "system": cpu_end.ru_stime - cpu_start.ru_stime}
   if code:
     raise RuntimeError(f"{runner} build failed ({code}); see {out}.log")
   manifest = json.load(open(os.path.join(out, "manifest.json")))
@@ -95,6 +106,7 @@ def run_build(args, runner: str) -> dict:
   workers = sorted(peaks.values(), reverse=True)
   return {
       "runner": runner, "wall_seconds": round(wall, 1), "run": manifest["run"],
+      "cpu_seconds_user_system": [round(cpu["user"], 1), round(cpu["system"], 1)],
       "clips_used": manifest["totals"]["clips_used"],
       "clips_skipped": manifest["totals"]["clips_skipped"],
       "frames": sum(s["frames"] for s in manifest["splits"].values()),
@@ -151,6 +163,14 @@ def storage_options(out_dir: str, max_examples: int) -> dict:
                                         round(float(np.min(psnr)), 2)]}
 
 
+def side_by_side(runs: list[dict], base: str, other: str) -> dict:
+  """``other``'s clips/s over ``base``'s for each pair of adjacent runs, and the median."""
+  speeds = [(r["runner"], r["clips_per_second"]) for r in runs]
+  ratios = [round(b / a, 3) if ra == base else round(a / b, 3)
+            for (ra, a), (_, b) in zip(speeds, speeds[1:])]
+  return {f"{other}_over_{base}": ratios, "median": float(np.median(ratios))}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", default="lrw")
@@ -159,15 +179,24 @@ def main(argv=None):
   p.add_argument("--resolution", type=int, default=128)
   p.add_argument("--num_workers", type=int, default=2)
   p.add_argument("--runners", default="pool,beam")
+  p.add_argument("--repeats", type=int, default=1,
+                 help="Rounds of all runners, alternating, for a side-by-side ratio.")
   p.add_argument("--storage_examples", type=int, default=200)
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
   result = {"cpu": _cpu(), "nproc": os.cpu_count(), "load_before": os.getloadavg(),
             "runs": []}
-  for runner in args.runners.split(","):
-    result["runs"].append(run_build(args, runner))
-    result["runs"][-1]["load_after"] = os.getloadavg()
-    print(json.dumps(result["runs"][-1]), flush=True)
+  runners = args.runners.split(",")
+  for round_ in range(args.repeats):
+    for runner in runners:
+      run = run_build(args, runner)
+      run.update(round=round_, load_after=os.getloadavg(),
+                 clips_per_second=round(run["clips_used"] / run["wall_seconds"], 3))
+      result["runs"].append(run)
+      print(json.dumps(run), flush=True)
+  if len(runners) == 2:
+    result["ratio"] = side_by_side(result["runs"], *runners)
+    print(json.dumps(result["ratio"]), flush=True)
   result["storage"] = storage_options(result["runs"][0]["out_dir"], args.storage_examples)
   print(json.dumps(result["storage"]), flush=True)
   if args.json:
