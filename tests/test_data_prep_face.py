@@ -1,12 +1,8 @@
 """Tests of data_prep.face and data_prep.template on a real face photo moved by known transforms."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
 
 from data_prep import face
 from data_prep import template
@@ -177,20 +173,10 @@ def test_mouth_opening_grows_when_the_mouth_opens(clip):
   assert (opened_opening > closed_opening + 0.05).all()
 
 
-def _grace_hopper() -> np.ndarray:
-  """Grace Hopper's portrait from matplotlib's sample data (a test dependency: setup.py's
-  'test' extra), located without importing matplotlib."""
-  spec = importlib.util.find_spec("matplotlib")
-  assert spec is not None, "matplotlib (the 'test' extra) is needed for its sample photo"
-  path = os.path.join(spec.submodule_search_locations[0], "mpl-data", "sample_data",
-                      "grace_hopper.jpg")
-  return np.asarray(Image.open(path).convert("RGB"))
-
-
 @pytest.fixture(scope="module")
 def identity_photos():
   """Two real people (two photos) as photos, altered copies and 64 px aligned crops."""
-  astronaut, hopper = skimage.data.astronaut(), _grace_hopper()
+  astronaut, hopper = skimage.data.astronaut(), fixtures_raw.grace_hopper()
   shifted = np.zeros_like(astronaut)  # The face 24 px right and 16 px down, edge padded black.
   shifted[16:, 24:] = astronaut[:-16, :-24]
   aligner = face.FaceAligner(face.AlignConfig(resolution=64))
