@@ -275,7 +275,8 @@ def format_table(results: dict) -> str:
                  f"{fmt(results['identity_distance_median']).strip()}, under "
                  f"{fmt(results['identity_under_threshold']).strip()}, face found "
                  f"{fmt(results['identity_face_found']).strip()}; ground truth median "
-                 f"{fmt(results['truth_identity_distance_median']).strip()}")
+                 f"{fmt(results['truth_identity_distance_median']).strip()}; "
+                 f"{results['identity_clips_unmeasured']} clips without a face in frame 0")
   if not any(kind in results for kind in KINDS):
     lines.append("seen / unseen speakers: not known for these shards (overall figures only)")
     return "\n".join(lines)
