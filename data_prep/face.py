@@ -551,7 +551,7 @@ def face_descriptors(images, min_side: int = DESCRIPTOR_MIN_SIDE) -> tuple[np.nd
   ``DESCRIPTOR_MIN_SIDE``), the largest face is detected (HOG, no upsampling), its 68
   landmarks are fitted, and the face is cut into Dlib's aligned 150 px chip
   (``dlib.get_face_chip``) for the descriptor network. The network is the slow part
-  (BENCHMARKS.md, "identity": ~0.2 s per face on one CPU core).
+  (BENCHMARKS.md, "Identity preservation": ~0.2 s per face on a CPU core).
 
   Args:
     images: uint8 [N, H, W, 3] array or a sequence of uint8 [H_i, W_i, 3] images (frames or
