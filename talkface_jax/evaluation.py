@@ -297,11 +297,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks the evaluation's settings before anything long runs (before training, too).
 
   Raises:
-    UserError: a batch size or clip count under 1.
+    UserError: a batch size or clip count under 1, a negative identity frame count.
   """
   for key in ("batch_size", "num_clips", "num_samples"):
     if config.eval[key] < 1:
       raise errors.UserError(f"eval.{key} must be >= 1, got {config.eval[key]}")
+  if config.eval.get("identity_frames", 0) < 0:
+    raise errors.UserError(f"eval.identity_frames must be >= 0 (0: identity not scored), got "
+                           f"{config.eval.identity_frames}")
 
 
 def evaluate_clips(generator: inference.Generator, clips: list[dict],
