@@ -10,6 +10,7 @@ This module owns every number the evaluation reports (docs/REFERENCE.md, "Metric
 * `pairwise_diversity`: mean pairwise distance between K samples of one input.
 * `pearson_r`: correlation over time (mouth opening vs. ground truth).
 * `best_and_mean_of_k`: the two ways stochastic models are reported.
+* `identity_summary`: face-descriptor distances to the identity frame, summarized.
 
 All functions are pure. The image metrics take arrays of shape [..., H, W, C]
 and return one value per image, shape [...].
