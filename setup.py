@@ -41,7 +41,9 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # matplotlib: its sample photo (Grace Hopper) is the second real person of the identity
+        # tests (tests/test_data_prep_face.py).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.8"],
         # data_prep.build --runner=beam (DirectRunner locally; Dataflow/Flink/Spark on a cluster).
         "beam": ["apache-beam==2.77.0"],
     },

@@ -93,6 +93,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_samples = 8  # K latent draws per clip for best-of-K / mean-of-K.
   config.eval.after_training = False  # Run the full evaluation (--mode=eval) after training.
   config.eval.seed = 0  # Seeds the random choice of eval clips and their latent draws.
+  # Frames per video (evenly spaced after frame 0) whose Dlib face descriptor is compared with
+  # the identity frame's; 0 skips identity scoring. The descriptor costs ~0.2 s per frame on
+  # a CPU core, so not every frame: 4 frames x (K samples + the ground truth) per clip.
+  config.eval.identity_frames = 4
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num_samples = 4  # K videos drawn per input.

@@ -891,6 +891,32 @@ def _finish(run: _Run, markers: dict[str, dict]) -> dict:
   }
 
 
+def split_speakers(out_dir: str) -> dict[str, list[str]] | None:
+  """Speakers with used clips in each split, as the build of ``out_dir`` recorded them.
+
+  The evaluation tells held-out sentences of training speakers ('seen') from held-out
+  speakers ('unseen') with it, without reading the shards.
+
+  Args:
+    out_dir: a shard folder written by :func:`build`.
+
+  Returns:
+    Split name -> sorted speakers, or None when the folder has no manifest (shards not
+    written by this module), the manifest does not list speakers per split, or the dataset
+    is LRW (its 'speaker' is the word, not a person).
+  """
+  path = fileio.join(out_dir, MANIFEST)
+  if not fileio.exists(path):
+    return None
+  manifest = fileio.read_json(path)
+  splits = manifest.get("splits")
+  if manifest.get("dataset") == "lrw" or not isinstance(splits, dict) or not all(
+      isinstance(entry, dict) and isinstance(entry.get("speakers"), dict)
+      for entry in splits.values()):
+    return None
+  return {split: sorted(entry["speakers"]) for split, entry in splits.items()}
+
+
 #
 
 # ---------------------------------------------------------------------------------------------

@@ -22,13 +22,34 @@ Per clip and sample (``metrics`` owns the formulas):
   landmark centroid), and the eye-region MSE ('mse_eyes', ranked like SSIM, so best-of-K
   and the deterministic baseline compare on the region blinks live in).
 
+* identity preservation: Dlib's face-descriptor distance (``data_prep.face.face_descriptors``)
+  between the identity frame (the clip's frame 0) and ``config.eval.identity_frames`` evenly
+  spaced frames after it, of each of the K samples and, as the reference a perfect model
+  would reach, of the ground truth (the deterministic video is not scored: the descriptor
+  costs ~0.2 s per frame on a CPU core). Per kind: the median distance over frames, the worst
+  clip's median, the fraction of frames under Dlib's 0.6 same-person threshold and the
+  fraction where a face was found at all; a frame without a face is a failure (never under
+  the threshold, ranked worst in the medians). Clips whose identity frame shows no face are
+  left out of these figures and counted ('identity_clips_unmeasured').
+
 Stochastic scores are reported as mean-of-K and best-of-K (each metric ranks the samples by
 itself, as SVG does for SSIM). Results go to ``WORKDIR/eval_<step>.json``, to TensorBoard
 (``eval/...`` scalars); ``format_table`` prints them.
+
+Kinds of speaker: a held-out clip is 'seen' when its speaker has clips in the training split
+(held-out sentences of a training speaker, i.e. of a known face and voice) and 'unseen'
+otherwise (a new identity and voice: the paper's speaker-independent protocol). The training
+split's speakers come from the shard build's manifest (``data_prep.build.split_speakers``).
+``config.eval.num_clips`` clips are drawn (seeded) from each kind present in the eval split,
+so both are measured however unbalanced the split is (a split of one kind gives the same
+clips as before kinds existed); the json's top-level figures are over all of them, and
+'seen' / 'unseen' hold the same figures per kind. Shards without a manifest (or LRW, whose
+'speaker' is the word) have no kinds: everything is reported overall, with a warning.
 """
 
 import math
 import os
+from collections.abc import Collection
 
 import jax
 import ml_collections
@@ -36,6 +57,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
+from data_prep import build
 from data_prep import face
 from data_prep import fileio
 import talkface_jax.errors as errors
@@ -52,6 +74,15 @@ _BETWEEN_SAMPLES = ("diversity", "diversity_eyes", "diversity_mouth", "agreement
                     "agreement_eyes", "closed_fraction_samples", "closed_fraction_truth",
                     "samples_with_blink", "truth_with_blink", "blink_overlap",
                     "head_diversity", "head_motion_samples", "head_motion_truth")
+# The kinds of held-out speaker, and the figures ``format_table`` compares between them.
+KINDS = ("seen", "unseen")
+_PER_KIND_ROWS = ("num_clips", "ssim_best_of_k", "ssim_mean_of_k", "psnr_mean_of_k",
+                  "lmd_mean_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k",
+                  "still_frame_ssim", "identity_distance_median", "identity_distance_worst_clip",
+                  "identity_under_threshold", "identity_face_found",
+                  "truth_identity_distance_median", "truth_identity_under_threshold")
+# Frames per video scored for identity when a stored config predates the setting.
+_IDENTITY_FRAMES_UNSET = 0
 
 
 # -------------------------------------------------------------------------------------------------
@@ -92,8 +123,37 @@ def region_masks(resolution: int) -> tuple[tuple[str, ...], np.ndarray]:
   return tuple(names), np.stack(masks)
 
 
+def identity_frame_indices(num_frames: int, count: int) -> np.ndarray:
+  """``count`` evenly spaced frame indices in 1..num_frames-1 (all of them if fewer): int [n]."""
+  return np.unique(np.round(np.linspace(1, num_frames - 1, max(1, count))).astype(int))
+
+
+def identity_distances(samples: np.ndarray, truth: np.ndarray, count: int) -> dict:
+  """Face-descriptor distances of scored frames to the identity frame (``truth[0]``).
+
+  Args:
+    samples: uint8 [K, T, S, S, 3] generated videos.
+    truth: uint8 [T, S, S, 3] ground-truth video; frame 0 is the identity frame.
+    count: frames scored per video (``identity_frame_indices``).
+
+  Returns:
+    {'identity_distance': float32 [K, n], 'truth_identity_distance': float32 [n]} (nan where
+    no face was found), or {} when the identity frame itself shows no face.
+  """
+  identity, found = face.face_descriptors(truth[:1])
+  if not found[0]:
+    return {}
+  times = identity_frame_indices(truth.shape[0], count)
+  descriptors, _ = face.face_descriptors(np.concatenate(
+      [truth[times], samples[:, times].reshape(-1, *samples.shape[2:])]))
+  distance = face.descriptor_distance(descriptors, identity[0])
+  return {"truth_identity_distance": distance[:len(times)],
+          "identity_distance": distance[len(times):].reshape(samples.shape[0], len(times))}
+
+
 def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
-               masks: tuple[tuple[str, ...], np.ndarray] | None) -> dict[str, np.ndarray]:
+               masks: tuple[tuple[str, ...], np.ndarray] | None,
+               identity_frames: int = 0) -> dict[str, np.ndarray]:
   """Scores K generated videos of one clip (frame 0 excluded).
 
   Args:
@@ -102,11 +162,13 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
     truth_landmarks: [T-1, 68, 2] Dlib landmarks of the ground-truth frames 1..T-1
       (``data_prep.face.landmarks_on_aligned``).
     masks: ``region_masks`` for diversity, or None to skip it and the agreement (K = 1).
+    identity_frames: frames per video scored for identity (``identity_distances``); 0 skips.
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening)
     and, with masks, a scalar per diversity region, 'agreement_mouth', 'agreement_eyes' (nan
-    when no pair of curves has a defined r) and ``metrics.sample_variation``'s figures.
+    when no pair of curves has a defined r) and ``metrics.sample_variation``'s figures; with
+    ``identity_frames``, 'identity_checked' (True) and ``identity_distances``' arrays.
   """
   num_samples, num_frames, size = samples.shape[:3]
   scores = {k: v.mean(axis=1) for k, v in frame_scores(samples, clip["frames"]).items()}
@@ -132,6 +194,9 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
     scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
     scores.update(metrics.sample_variation(eyes, face.eye_opening(truth_landmarks), fitted,
                                            truth_landmarks))
+  if identity_frames > 0:
+    scores["identity_checked"] = True
+    scores.update(identity_distances(samples, clip["frames"], identity_frames))
   return scores
 
 
@@ -152,7 +217,10 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
     'lipsync_r_defined' (fraction of videos whose r is defined); 'diversity',
     'diversity_eyes', 'diversity_mouth', 'agreement_mouth', 'agreement_eyes' (nan when
     K = 1; the agreements average the clips where they are defined);
-    'deterministic_<metric>'.
+    'deterministic_<metric>'; when the clips were scored for identity,
+    ``metrics.identity_summary``'s figures of the samples ('identity_...') and of the ground
+    truth ('truth_identity_...'), and 'identity_clips_unmeasured' (no face in the identity
+    frame).
   """
   results = {}
   for name, higher in _RANKED_METRICS:
@@ -173,6 +241,15 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
     values = np.concatenate([clip[name] for clip in deterministic])
     values = values[np.isfinite(values)] if name == "lipsync_r" else values
     results[f"deterministic_{name}"] = float(np.mean(values)) if values.size else math.nan
+  if any(clip.get("identity_checked") for clip in stochastic):
+    checked = [clip for clip in stochastic if clip.get("identity_checked")]
+    measured = [clip for clip in checked if "identity_distance" in clip]
+    for prefix, key in (("identity", "identity_distance"),
+                        ("truth_identity", "truth_identity_distance")):
+      figures = metrics.identity_summary([clip[key] for clip in measured],
+                                         face.SAME_PERSON_DISTANCE)
+      results.update({f"{prefix}_{name}": value for name, value in figures.items()})
+    results["identity_clips_unmeasured"] = len(checked) - len(measured)
   return results
 
 
@@ -190,7 +267,24 @@ def format_table(results: dict) -> str:
     lines.append(f"{name:<24}{fmt(results[name])}")
   if "still_frame_ssim" in results:
     lines.append(f"frame 0 held still (a model that moves nothing): ssim "
-                 f"{results['still_frame_ssim']:.4f}, psnr {results['still_frame_psnr']:.4f}")
+                 f"{fmt(results['still_frame_ssim']).strip()}, psnr "
+                 f"{fmt(results['still_frame_psnr']).strip()}")
+  if "identity_distance_median" in results:
+    lines.append(f"identity (face-descriptor distance to frame 0, same person under "
+                 f"{face.SAME_PERSON_DISTANCE}): samples median "
+                 f"{fmt(results['identity_distance_median']).strip()}, under "
+                 f"{fmt(results['identity_under_threshold']).strip()}, face found "
+                 f"{fmt(results['identity_face_found']).strip()}; ground truth median "
+                 f"{fmt(results['truth_identity_distance_median']).strip()}; "
+                 f"{results['identity_clips_unmeasured']} clips without a face in frame 0")
+  if not any(kind in results for kind in KINDS):
+    lines.append("seen / unseen speakers: not known for these shards (overall figures only)")
+    return "\n".join(lines)
+  lines.append(f"{'by kind of speaker':<32}" + "".join(f"{kind:>12}" for kind in KINDS))
+  for name in _PER_KIND_ROWS:
+    values = [results[kind].get(name) for kind in KINDS]
+    lines.append(f"{name:<32}" + "".join(
+        f"{v:>12d}" if isinstance(v, int) else fmt(v) for v in values))
   return "\n".join(lines)
 
 
@@ -203,14 +297,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks the evaluation's settings before anything long runs (before training, too).
 
   Raises:
-    UserError: a batch size or clip count under 1.
+    UserError: a batch size or clip count under 1, a negative identity frame count.
   """
   for key in ("batch_size", "num_clips", "num_samples"):
     if config.eval[key] < 1:
       raise errors.UserError(f"eval.{key} must be >= 1, got {config.eval[key]}")
+  if config.eval.get("identity_frames", 0) < 0:
+    raise errors.UserError(f"eval.identity_frames must be >= 0 (0: identity not scored), got "
+                           f"{config.eval.identity_frames}")
 
 
-def evaluate_clips(generator: inference.Generator, clips: list[dict]) -> dict:
+def evaluate_clips(generator: inference.Generator, clips: list[dict],
+                   seen_speakers: Collection[str] | None = None) -> dict:
   """Generates and scores ``clips``; see the module docstring.
 
   Generation is batched (``config.eval.batch_size`` clips x K samples per call, split over
@@ -218,15 +316,24 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict]) -> dict:
   Clip i draws from ``fold_in(key(config.eval.seed), i)``, so the figures do not depend on
   the batch size or the number of devices.
 
+  Args:
+    generator: the model.
+    clips: ``input_pipeline.load_clips`` clips (with 'speaker').
+    seen_speakers: the training split's speakers; with it, the figures are also reported
+      per kind of speaker (a clip is 'seen' when its speaker is in it).
+
   Returns:
     ``summarize``'s figures plus 'still_frame_ssim' and 'still_frame_psnr' (frame 0 repeated:
     the score of a model that moves nothing), 'num_clips', 'num_samples', 'frames_scored',
     'clip_ids', 'skipped' (clip id -> reason for clips under 3 frames, which have no lip-sync
-    r). Processes other than 0 return None.
+    r); with ``seen_speakers``, 'seen' and 'unseen': the same figures over the clips of that
+    kind (only 'num_clips', 'clip_ids' and 'speakers' when it has none) plus its 'speakers'.
+    Processes other than 0 return None.
   """
   import tqdm  # pylint: disable=g-import-not-at-top
   config = generator.config
   num_samples = config.eval.num_samples
+  identity_frames = identity_frames_of(config)
   skipped = {c["clip_id"]: f"{len(c['frames'])} frames (needs >= 3)"
              for c in clips if len(c["frames"]) < 3}
   clips = [c for c in clips if len(c["frames"]) >= 3]
@@ -240,24 +347,64 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict]) -> dict:
   if jax.process_index() != 0:
     return None
   masks = region_masks(config.model.resolution) if num_samples > 1 else None
-  stochastic, deterministic, still, frames_scored = [], [], [], 0
+  scored = []  # Per clip: (stochastic scores, deterministic scores, still-frame scores).
   for clip, samples, baseline in tqdm.tqdm(
       list(zip(clips, stochastic_videos, deterministic_videos)), desc="scoring clips",
       unit="clip", leave=False):
     truth_landmarks = face.landmarks_on_aligned(clip["frames"][1:])
-    stochastic.append(score_clip(samples, clip, truth_landmarks, masks))
-    deterministic.append(score_clip(baseline, clip, truth_landmarks, None))
     held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
-    still.append(frame_scores(held, clip["frames"]))
-    frames_scored += len(clip["frames"]) - 1
+    scored.append((score_clip(samples, clip, truth_landmarks, masks, identity_frames),
+                   score_clip(baseline, clip, truth_landmarks, None),
+                   frame_scores(held, clip["frames"])))
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)
+  results = {**_summarize_clips(clips, scored), "num_samples": num_samples, "skipped": skipped}
+  if seen_speakers is not None:
+    seen_speakers = set(seen_speakers)
+    for kind in KINDS:
+      members = [i for i, clip in enumerate(clips)
+                 if (clip["speaker"] in seen_speakers) == (kind == "seen")]
+      results[kind] = _summarize_clips([clips[i] for i in members], [scored[i] for i in members])
+  return results
+
+
+def _summarize_clips(clips: list[dict], scored: list[tuple]) -> dict:
+  """``summarize``, the still-frame baseline and the counts of some scored clips."""
+  counts = {"num_clips": len(clips), "clip_ids": [c["clip_id"] for c in clips],
+            "speakers": sorted({c["speaker"] for c in clips})}
+  if not clips:
+    return counts
+  stochastic, deterministic, still = zip(*scored)
   # The trivial baseline: the identity frame held for the whole clip.
   still_scores = {f"still_frame_{name}": float(np.mean(np.concatenate([c[name] for c in still])))
                   for name in ("ssim", "psnr")}
-  return {**summarize(stochastic, deterministic), **still_scores, "num_clips": len(clips),
-          "num_samples": num_samples, "frames_scored": frames_scored,
-          "clip_ids": [c["clip_id"] for c in clips], "skipped": skipped}
+  return {**summarize(list(stochastic), list(deterministic)), **still_scores, **counts,
+          "frames_scored": sum(len(c["frames"]) - 1 for c in clips)}
+
+
+def identity_frames_of(config: ml_collections.ConfigDict) -> int:
+  """``config.eval.identity_frames``; 0 (not scored, with a warning) for a config stored
+  before the setting existed."""
+  if "identity_frames" not in config.eval:
+    logging.warning("config.eval.identity_frames is not set (a config from before identity "
+                    "scoring): identity is not scored; pass --config.eval.identity_frames=4 "
+                    "with --config to score it.")
+    return _IDENTITY_FRAMES_UNSET
+  return config.eval.identity_frames
+
+
+def seen_speakers_of(config: ml_collections.ConfigDict) -> list[str] | None:
+  """The speakers of ``config.data.train_split`` from the shard build's manifest, or None
+  (with a warning: seen and unseen speakers are then not told apart)."""
+  speakers = build.split_speakers(config.data.dir)
+  if speakers is None or config.data.train_split not in speakers:
+    why = ("no build manifest listing each split's speakers (shards written by another tool, "
+           "or LRW, whose 'speaker' is the word)" if speakers is None else
+           f"its manifest has no split {config.data.train_split!r} (has {sorted(speakers)})")
+    logging.warning("%s: %s; seen and unseen speakers are not reported apart, overall figures "
+                    "only.", config.data.dir, why)
+    return None
+  return speakers[config.data.train_split]
 
 
 def evaluate(generator: inference.Generator, workdir: str) -> dict | None:
@@ -266,32 +413,46 @@ def evaluate(generator: inference.Generator, workdir: str) -> dict | None:
   Writes ``WORKDIR/eval_<step>.json`` (non-finite figures as null) and ``eval/...``
   TensorBoard scalars, from process 0.
 
+  The clips are ``config.eval.num_clips`` of each kind of speaker in the eval split (seen /
+  unseen, ``seen_speakers_of``), or of the whole split when the kinds are not known.
+
   Returns:
     The results (``evaluate_clips``'s plus 'step', 'split', 'seed'); None on processes > 0.
   """
   config = generator.config
   check_config(config)
+  seen = seen_speakers_of(config)
+  strata = None
+  if seen is not None:
+    strata = ["seen" if speaker in set(seen) else "unseen"
+              for speaker in input_pipeline.example_speakers(config, config.data.eval_split)]
   clips = input_pipeline.load_clips(config, config.data.eval_split, config.eval.num_clips,
-                                    seed=config.eval.seed)
+                                    seed=config.eval.seed, strata=strata)
   logging.info("Evaluating step %s on %d clips of %r, K = %d.", generator.step, len(clips),
                config.data.eval_split, config.eval.num_samples)
-  scores = evaluate_clips(generator, clips)
+  scores = evaluate_clips(generator, clips, seen)
   if scores is None:
     return None
   step = generator.step
   results = {"step": step, "split": config.data.eval_split, "seed": config.eval.seed, **scores}
-  results = {k: _finite_or_none(v) for k, v in results.items()}
+  results = _finite_or_none(results)
   path = os.path.join(workdir, f"eval_{step}.json")
   fileio.write_json(path, results)
   writer = metric_writers.create_default_writer(workdir)
-  writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()
-                              if isinstance(v, float)})
+  scalars = {f"eval/{k}": v for k, v in results.items() if isinstance(v, float)}
+  for kind in KINDS:
+    scalars.update({f"eval/{kind}/{k}": v for k, v in results.get(kind, {}).items()
+                    if isinstance(v, float)})
+  writer.write_scalars(step, scalars)
   writer.flush()
   logging.info("Eval results written to %s", path)
   return results
 
 
 def _finite_or_none(value):
+  """``value`` with every non-finite float (in dicts, too) replaced by None (JSON null)."""
+  if isinstance(value, dict):
+    return {k: _finite_or_none(v) for k, v in value.items()}
   if isinstance(value, float) and not math.isfinite(value):
     return None
   return value

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from data_prep import fileio, prepare, synthetic_checks
+from data_prep import face, fileio, prepare, synthetic_checks
 import talkface_jax.errors as errors
 import talkface_jax.evaluation as evaluation
 import talkface_jax.inference as inference
@@ -130,6 +130,20 @@ def format_summary(results: dict, workdir: str) -> str:
   if "still_frame_ssim" in ev:
     lines.append(f"  frame 0 held still: ssim {_fmt(ev['still_frame_ssim'])}, psnr "
                  f"{_fmt(ev['still_frame_psnr'])}")
+  if "identity_distance_median" in ev:
+    lines.append(f"  identity (face-descriptor distance to frame 0): median "
+                 f"{_fmt(ev['identity_distance_median'])} (ground truth "
+                 f"{_fmt(ev['truth_identity_distance_median'])}), frames under "
+                 f"{face.SAME_PERSON_DISTANCE} "
+                 f"{_fmt(ev['identity_under_threshold'])}, face found "
+                 f"{_fmt(ev['identity_face_found'])}")
+  for kind in evaluation.KINDS:
+    if (ev.get(kind) or {}).get("num_clips"):
+      figures = ev[kind]
+      lines.append(f"  {kind} speakers ({figures['num_clips']} clips): ssim best of K "
+                   f"{_fmt(figures['ssim_best_of_k'])}, lip sync r "
+                   f"{_fmt(figures['lipsync_r_mean_of_k'])}, identity median "
+                   f"{_fmt(figures.get('identity_distance_median'))}")
   for name in ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
                "agreement_eyes"):
     if name in ev:

@@ -15,7 +15,7 @@ position count, so positions stay valid).
 """
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import jax
 import ml_collections
@@ -183,23 +183,56 @@ class InputPipeline:
                        f"for this process")
 
 
+def example_speakers(config: ml_collections.ConfigDict, split: str) -> list[str]:
+  """The speaker of every example of ``split``, in the order ``load_clips`` reads them.
+
+  Only the speaker feature is decoded (no frames), so this is cheap next to loading clips.
+  """
+  builder = load_builder(config)
+  if split not in builder.info.splits:
+    raise errors.UserError(f"{config.data.dir}: no split {split!r} (has "
+                           f"{list(builder.info.splits)})")
+  dataset = builder.as_dataset(split=split,
+                               decoders=tfds.decode.PartialDecoding({"speaker": True}))
+  return [example["speaker"].decode() for example in dataset.as_numpy_iterator()]
+
+
 def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
-               seed: int | None = None) -> list[dict[str, np.ndarray]]:
+               seed: int | None = None, strata: Sequence[str] | None = None
+               ) -> list[dict[str, np.ndarray]]:
   """Whole clips (all frames, decoded) of ``split`` for sampling and evaluation.
 
-  Every process gets the same clips. With ``seed`` the clips are a seeded random choice of
-  the split (the paper evaluates 256 random test clips); otherwise the first ones.
+  Every process gets the same clips, in the split's order. With ``seed`` the clips are a
+  seeded random choice of the split (the paper evaluates 256 random test clips); otherwise
+  the first ones.
+
+  Args:
+    config: the experiment config (``data.dir``).
+    split: TFDS split name.
+    num_clips: clips to load (per stratum with ``strata``).
+    seed: seeds the random choice; None takes the first clips.
+    strata: optional label of every example of the split (e.g. 'seen' / 'unseen' speakers,
+      in ``example_speakers`` order): ``num_clips`` clips are chosen from each label, so
+      every label is represented however few examples it has. With one label the choice is
+      the same as without ``strata``.
   """
   builder = load_builder(config)
   if split not in builder.info.splits:
     raise errors.UserError(f"{config.data.dir}: no split {split!r} (has "
                            f"{list(builder.info.splits)})")
   total = builder.info.splits[split].num_examples
-  if seed is None:
-    chosen = set(range(min(num_clips, total)))
-  else:
-    chosen = set(np.random.default_rng(seed).choice(total, min(num_clips, total), replace=False)
-                 .tolist())
+  if strata is not None and len(strata) != total:
+    raise ValueError(f"{len(strata)} strata for the {total} examples of {split!r}")
+  groups = [np.arange(total)]
+  if strata is not None and len(set(strata)) > 1:
+    labels = np.asarray(strata)
+    groups = [np.flatnonzero(labels == label) for label in sorted(set(strata))]
+  chosen = set()
+  rng = None if seed is None else np.random.default_rng(seed)
+  for group in groups:
+    count = min(num_clips, len(group))
+    picked = group[:count] if rng is None else rng.choice(group, count, replace=False)
+    chosen.update(np.asarray(picked).tolist())
   clips = []
   for index, example in enumerate(builder.as_dataset(split=split).as_numpy_iterator()):
     if index in chosen:

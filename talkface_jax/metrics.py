@@ -10,13 +10,14 @@ This module owns every number the evaluation reports (docs/REFERENCE.md, "Metric
 * `pairwise_diversity`: mean pairwise distance between K samples of one input.
 * `pearson_r`: correlation over time (mouth opening vs. ground truth).
 * `best_and_mean_of_k`: the two ways stochastic models are reported.
+* `identity_summary`: face-descriptor distances to the identity frame, summarized.
 
 All functions are pure. The image metrics take arrays of shape [..., H, W, C]
 and return one value per image, shape [...].
 """
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -438,4 +439,40 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
       'head_diversity': pairwise_trajectory_distance(trajectories),
       'head_motion_samples': float(head_motion(trajectories).mean()),
       'head_motion_truth': float(head_motion(head_trajectory(truth_landmarks))),
+  }
+
+
+# -------------------------------------------------------------------------------------------------
+# Identity preservation: face-descriptor distances to the identity frame.
+# -------------------------------------------------------------------------------------------------
+
+
+def identity_summary(distances: Sequence[ArrayLike], threshold: float) -> dict[str, float]:
+  """Identity figures over clips from face-descriptor distances to each clip's identity frame.
+
+  A frame where no face was found (distance nan) counts as a failure: it ranks above every
+  measured distance in the medians and is never under the threshold.
+
+  Args:
+    distances: per clip, distances [...] (any shape, e.g. [K, n] for K samples of n frames)
+      of its scored frames to its identity frame; nan where no face was found.
+    threshold: the same-person distance (Dlib: 0.6).
+
+  Returns:
+    'distance_median': median over all frames of all clips; 'distance_worst_clip': the
+    largest per-clip median; 'under_threshold': fraction of frames with a face closer than
+    ``threshold``; 'face_found': fraction of frames with a face. Medians are inf when
+    about half (or more) of the frames have no face; all nan without clips.
+  """
+  if not distances:
+    return {'distance_median': math.nan, 'distance_worst_clip': math.nan,
+            'under_threshold': math.nan, 'face_found': math.nan}
+  per_clip = [np.asarray(d, np.float64).ravel() for d in distances]
+  ranked = [np.where(np.isnan(d), np.inf, d) for d in per_clip]
+  pooled = np.concatenate(ranked)
+  return {
+      'distance_median': float(np.median(pooled)),
+      'distance_worst_clip': float(max(np.median(d) for d in ranked)),
+      'under_threshold': float(np.mean(pooled < threshold)),
+      'face_found': float(np.mean(np.isfinite(pooled))),
   }

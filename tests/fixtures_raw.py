@@ -5,6 +5,7 @@ The face is scikit-image's astronaut photo, moved and scaled by a known similari
 imageio-ffmpeg; audio is synthetic (tones plus noise) at any rate, as a .wav or muxed in.
 """
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -62,6 +63,17 @@ def face_frames(num_frames: int, size=(240, 200), face_px: float = 100.0, seed: 
     scales.append(a)
     shifts.append(b)
   return np.stack(frames), np.array(scales), np.array(shifts)
+
+
+def grace_hopper() -> np.ndarray:
+  """uint8 [600, 512, 3]: Grace Hopper's portrait from matplotlib's sample data, a second real
+  person beside the astronaut (matplotlib is in setup.py's 'test' extra; found without
+  importing it)."""
+  spec = importlib.util.find_spec("matplotlib")
+  assert spec is not None, "matplotlib (setup.py's 'test' extra) is needed for its sample photo"
+  path = os.path.join(spec.submodule_search_locations[0], "mpl-data", "sample_data",
+                      "grace_hopper.jpg")
+  return np.asarray(Image.open(path).convert("RGB"))
 
 
 def _render(photo: Image.Image, a: complex, b: complex, size) -> np.ndarray:

@@ -1,8 +1,12 @@
 """Small pre-processed datasets written straight in the shard schema, for core tests."""
 
+import collections
+import json
+import os
+
 import numpy as np
 
-from data_prep import schema, shards
+from data_prep import build, schema, shards
 
 
 def make_clip(index: int, num_frames: int, resolution: int, speaker: str = "s9") -> dict:
@@ -31,3 +35,13 @@ def write_tiny_dataset(out_dir: str, resolution: int = 64, num_train: int = 12,
   }
   shards.write_dataset(out_dir, splits, resolution, examples_per_shard=examples_per_shard)
   return splits
+
+
+def write_manifest(out_dir: str, splits: dict[str, list[dict]], dataset: str = "grid") -> None:
+  """Writes the part of ``data_prep.build``'s manifest that the evaluation reads: each split's
+  clip count per speaker (``build.split_speakers``)."""
+  entries = {split: {"clips": len(clips),
+                     "speakers": dict(collections.Counter(c["speaker"] for c in clips))}
+             for split, clips in splits.items()}
+  with open(os.path.join(out_dir, build.MANIFEST), "w") as f:
+    json.dump({"dataset": dataset, "splits": entries}, f)

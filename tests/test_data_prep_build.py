@@ -113,7 +113,7 @@ def test_shard_plan_is_balanced_and_deterministic():
 
 def test_bad_inputs_are_skipped_or_kept_with_reasons(grid_raw, grid_built):
   _, kinds = grid_raw
-  _, summary, manifest = grid_built
+  out, summary, manifest = grid_built
   skipped = {s["clip_id"]: s["reason"] for s in manifest["skipped"]}
   assert set(skipped) == {c for c, k in kinds.items() if k.startswith("skip")}
   assert skipped["s3/corrup"].startswith("corrupt or unreadable video")
@@ -133,6 +133,11 @@ def test_bad_inputs_are_skipped_or_kept_with_reasons(grid_raw, grid_built):
                                    totals["files_ignored"]) == 21
   assert summary["splits"]["test"]["clips"] == 1 and summary["splits"]["train"]["clips"] == 5
   assert manifest["splits"]["train"]["speakers"] == {"s3": 5}
+  # What the evaluation reads to tell seen from unseen speakers (no manifest: not known).
+  assert build.split_speakers(out) == {split: sorted(entry["speakers"])
+                                       for split, entry in manifest["splits"].items()}
+  assert build.split_speakers(out)["train"] == ["s3"]
+  assert build.split_speakers(os.path.dirname(out)) is None
   assert manifest["versions"]["dlib"] and manifest["parameters"]["resolution"] == RESOLUTION
 
 
@@ -249,6 +254,7 @@ def test_lrw_build_with_worker_pool(tmp_path):
   with open(os.path.join(out, build.MANIFEST)) as f:
     manifest = json.load(f)
   assert manifest["totals"]["files_used"] == 6  # 3 videos + 3 metadata .txt
+  assert build.split_speakers(out) is None  # LRW's 'speaker' is the word: people unknown.
 
 
 def test_cli_on_a_plain_folder(tmp_path, capsys):

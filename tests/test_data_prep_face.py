@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import skimage.data
 
 from data_prep import face
 from data_prep import template
@@ -170,3 +171,42 @@ def test_mouth_opening_grows_when_the_mouth_opens(clip):
   opened_opening = face.mouth_opening(face.landmarks_on_aligned(opened), 128)
   assert closed_opening.shape == (4,) and closed_opening.dtype == np.float32
   assert (opened_opening > closed_opening + 0.05).all()
+
+
+@pytest.fixture(scope="module")
+def identity_photos():
+  """Two real people (two photos) as photos, altered copies and 64 px aligned crops."""
+  astronaut, hopper = skimage.data.astronaut(), fixtures_raw.grace_hopper()
+  shifted = np.zeros_like(astronaut)  # The face 24 px right and 16 px down, edge padded black.
+  shifted[16:, 24:] = astronaut[:-16, :-24]
+  aligner = face.FaceAligner(face.AlignConfig(resolution=64))
+  crops = [aligner.align_one(image, face.detect_faces(image)[0]).frames[0]
+           for image in (astronaut, hopper)]
+  names = ["astronaut", "astronaut_again", "mirrored", "shifted", "hopper", "astronaut_64",
+           "hopper_64", "no_face"]
+  images = [astronaut, astronaut.copy(), np.ascontiguousarray(astronaut[:, ::-1]), shifted,
+            hopper, *crops, skimage.data.coffee()]
+  descriptors, found = face.face_descriptors(images)
+  return dict(zip(names, descriptors)), dict(zip(names, found))
+
+
+def test_face_descriptor_distance_same_and_different_people(identity_photos):
+  descriptors, found = identity_photos
+  assert all(found[name] for name in descriptors if name != "no_face")
+  d = lambda a, b: float(face.descriptor_distance(descriptors[a], descriptors[b]))
+  assert d("astronaut", "astronaut_again") < 1e-6  # The same photo: the same descriptor.
+  # The same person, altered (measured 0.20 mirrored): well under Dlib's 0.6.
+  assert 0 < d("astronaut", "mirrored") < 0.35
+  assert 0 <= d("astronaut", "shifted") < 0.2
+  # Another person: over the threshold (measured 0.70).
+  assert d("astronaut", "hopper") > face.SAME_PERSON_DISTANCE
+  # 64 px aligned crops, upscaled for the descriptor (what the evaluation scores): still the
+  # same person as the photo they came from, and still apart from each other.
+  assert d("astronaut_64", "astronaut") < 0.3 and d("hopper_64", "hopper") < 0.3
+  assert d("astronaut_64", "hopper_64") > face.SAME_PERSON_DISTANCE
+
+
+def test_face_descriptor_of_an_image_without_a_face_is_nan(identity_photos):
+  descriptors, found = identity_photos
+  assert not found["no_face"] and np.isnan(descriptors["no_face"]).all()
+  assert np.isnan(face.descriptor_distance(descriptors["no_face"], descriptors["astronaut"]))

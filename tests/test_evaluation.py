@@ -12,8 +12,8 @@ import pytest
 import skimage.metrics
 
 from configs import grid
-from data_prep import face, template
-from talkface_jax import evaluation, experiment, inference, train
+from data_prep import face, shards, template
+from talkface_jax import evaluation, experiment, inference, input_pipeline, train
 from tests import fixtures_raw, shard_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +77,32 @@ def test_score_clip_on_the_truth_and_on_a_mouth_only_change(aligned_clip):
   np.testing.assert_array_equal(scores["mse_eyes"], 0.0)  # The eyes were left alone.
 
 
+def test_identity_of_the_same_face_another_person_and_no_face(aligned_clip):
+  frames = aligned_clip["frames"]  # The astronaut, 6 frames of a moving head.
+  hopper = fixtures_raw.grace_hopper()
+  other = face.FaceAligner(face.AlignConfig(resolution=64)).align_one(
+      hopper, face.detect_faces(hopper)[0]).frames[0]
+  another_person, faceless = frames.copy(), frames.copy()
+  another_person[1:] = other
+  faceless[1:] = 128
+  truth_landmarks = face.landmarks_on_aligned(frames[1:])
+  scores = evaluation.score_clip(np.stack([frames, another_person, faceless]), aligned_clip,
+                                 truth_landmarks, None, identity_frames=2)
+  distance = scores["identity_distance"]  # [K = 3, 2 frames: 1 and 5]
+  assert distance.shape == (3, 2)
+  assert (distance[0] < 0.3).all() and (distance[1] > face.SAME_PERSON_DISTANCE).all()
+  assert np.isnan(distance[2]).all()
+  np.testing.assert_array_equal(scores["truth_identity_distance"], distance[0])
+  results = evaluation.summarize(
+      [scores], [evaluation.score_clip(frames[None], aligned_clip, truth_landmarks, None)])
+  assert results["identity_face_found"] == pytest.approx(4 / 6)
+  assert results["identity_under_threshold"] == pytest.approx(2 / 6)
+  # Sorted: the astronaut's two, the other person's two, two faceless (ranked worst).
+  assert results["identity_distance_median"] == pytest.approx(distance[1].mean())
+  assert results["truth_identity_under_threshold"] == 1.0
+  assert results["identity_clips_unmeasured"] == 0
+
+
 def test_summarize_mean_best_and_undefined_correlations():
   clip = lambda ssim, psnr, lmd, r: {
       "ssim": np.array(ssim), "psnr": np.array(psnr), "lmd": np.array(lmd),
@@ -109,7 +135,73 @@ _FIELDS = {
     "still_frame_ssim", "still_frame_psnr", "mse_eyes_mean_of_k", "mse_eyes_best_of_k",
     "deterministic_mse_eyes", "closed_fraction_samples", "closed_fraction_truth",
     "samples_with_blink", "truth_with_blink", "blink_overlap", "head_diversity",
-    "head_motion_samples", "head_motion_truth"}
+    "head_motion_samples", "head_motion_truth", "speakers", "identity_distance_median",
+    "identity_distance_worst_clip", "identity_under_threshold", "identity_face_found",
+    "truth_identity_distance_median", "truth_identity_distance_worst_clip",
+    "truth_identity_under_threshold", "truth_identity_face_found",
+    "identity_clips_unmeasured"}
+
+
+class _EchoGenerator:
+  """Stands in for ``inference.Generator`` (no model): K copies of each clip's own frames
+  for clips of ``perfect_speakers``, of its frames inverted after frame 0 for the others."""
+
+  def __init__(self, config, perfect_speakers):
+    self.config, self.step, self.perfect = config, 7, set(perfect_speakers)
+
+  def generate_clips(self, clips, num_samples, key, batch_size, deterministic=False):
+    del key, batch_size, deterministic
+    videos = []
+    for clip in clips:
+      frames = clip["frames"].copy()
+      if clip["speaker"] not in self.perfect:
+        frames[1:] = 255 - frames[1:]
+      videos.append(np.repeat(frames[None], num_samples, axis=0))
+    return videos
+
+
+def test_eval_reports_seen_and_unseen_speakers_apart(tmp_path):
+  data, work = str(tmp_path / "data"), str(tmp_path / "work")
+  os.makedirs(work)
+  make = shard_fixtures.make_clip
+  splits = {"train": [make(i, 8, 64, speaker="s9") for i in range(3)],
+            "test": ([make(100 + i, 8, 64, speaker="s9") for i in range(5)] +
+                     [make(200 + i, 8, 64, speaker="s1") for i in range(2)])}
+  shards.write_dataset(data, splits, 64, examples_per_shard=4)
+  config = grid.get_config("tiny")
+  config.data.dir = data
+  config.eval.num_clips, config.eval.num_samples, config.eval.identity_frames = 2, 2, 1
+  generator = _EchoGenerator(config, perfect_speakers={"s9"})
+  # Shards without the build's manifest: the kinds are not known, overall figures only.
+  unknown = evaluation.evaluate(generator, work)
+  assert not set(evaluation.KINDS) & set(unknown) and unknown["num_clips"] == 2
+  assert "not known" in evaluation.format_table(unknown)
+  shard_fixtures.write_manifest(data, splits)
+  results = evaluation.evaluate(generator, work)
+  with open(os.path.join(work, "eval_7.json")) as f:
+    written = json.load(f)
+  seen, unseen = written["seen"], written["unseen"]
+  # num_clips of each kind (the split has 5 seen and 2 unseen clips), each in its own kind.
+  assert seen["num_clips"] == unseen["num_clips"] == 2 and written["num_clips"] == 4
+  assert seen["speakers"] == ["s9"] and unseen["speakers"] == ["s1"]
+  assert all(c.startswith("s9/") for c in seen["clip_ids"])
+  assert all(c.startswith("s1/") for c in unseen["clip_ids"])
+  assert sorted(seen["clip_ids"] + unseen["clip_ids"]) == sorted(written["clip_ids"])
+  # The seen speaker's videos are perfect, the unseen one's are not; overall is both.
+  assert seen["ssim_best_of_k"] == pytest.approx(1.0, abs=1e-6)
+  assert unseen["ssim_best_of_k"] < 0.5
+  assert written["ssim_mean_of_k"] == pytest.approx(
+      (seen["ssim_mean_of_k"] + unseen["ssim_mean_of_k"]) / 2, rel=1e-5)
+  assert seen["frames_scored"] == unseen["frames_scored"] == 2 * 7
+  # The fixture's frames show no face: identity is not measurable, and says so.
+  assert seen["identity_clips_unmeasured"] == 2 and seen["identity_distance_median"] is None
+  assert written == json.loads(json.dumps(evaluation._finite_or_none(results)))
+  table = evaluation.format_table(results)
+  assert "unseen" in table and "identity_distance_median" in table
+  # A split of one kind gives the same seeded choice as before the kinds existed.
+  plain = input_pipeline.load_clips(config, "test", 3, seed=0)
+  one_kind = input_pipeline.load_clips(config, "test", 3, seed=0, strata=["seen"] * 7)
+  assert [c["clip_id"] for c in plain] == [c["clip_id"] for c in one_kind]
 
 
 @pytest.fixture(scope="module")

@@ -296,3 +296,18 @@ def test_sample_variation_of_one_clip():
   assert figures['blink_overlap'] == pytest.approx(0.5) and figures['blink_pairs'] == 1
   assert figures['head_diversity'] == pytest.approx(2 * math.sqrt(8) / 3)
   assert figures['head_motion_samples'] == 0.0 == figures['head_motion_truth']
+
+
+def test_identity_summary_counts_faceless_frames_as_failures():
+  clips = [np.array([[0.1, 0.3], [0.7, np.nan]]),  # K = 2 samples x 2 frames; one faceless.
+           np.array([0.2, 0.5, 0.9])]
+  figures = metrics.identity_summary(clips, threshold=0.6)
+  # Pooled: 0.1 0.2 0.3 0.5 0.7 0.9 inf -> median 0.5; per clip 0.5 (0.3 / 0.7) and 0.5.
+  assert figures['distance_median'] == pytest.approx(0.5)
+  assert figures['distance_worst_clip'] == pytest.approx(0.5)
+  assert figures['under_threshold'] == pytest.approx(4 / 7)
+  assert figures['face_found'] == pytest.approx(6 / 7)
+  mostly_faceless = metrics.identity_summary([np.array([0.1, np.nan, np.nan])], 0.6)
+  assert mostly_faceless['distance_median'] == math.inf  # Not a small distance.
+  assert mostly_faceless['under_threshold'] == pytest.approx(1 / 3)
+  assert all(math.isnan(v) for v in metrics.identity_summary([], 0.6).values())
