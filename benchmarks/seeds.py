@@ -51,7 +51,7 @@ def figures(metrics: dict) -> dict:
       "blink_overlap", "samples_with_blink", "truth_with_blink", "closed_fraction_samples",
       "closed_fraction_truth", "diversity_eyes", "diversity_mouth", "agreement_mouth",
       "agreement_eyes", "mse_eyes_best_of_k", "deterministic_mse_eyes", "head_diversity",
-      "head_motion_samples", "head_motion_truth")}
+      "head_motion_samples", "head_motion_truth", "closed_with_baseline")}
   sync = metrics.get("synthetic_lip_sync") or {}
   out["sync_r_mean"], out["sync_r_min"] = sync.get("sample_r_mean"), sync.get("sample_r_min")
   return out

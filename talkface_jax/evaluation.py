@@ -20,7 +20,11 @@ Per clip and sample (``metrics`` owns the formulas):
   samples and of the ground truth, fraction of samples / clips with a blink, the overlap of
   closed-eye frames of samples that both blink, head motion and head diversity (Dlib
   landmark centroid), and the eye-region MSE ('mse_eyes', ranked like SSIM, so best-of-K
-  and the deterministic baseline compare on the region blinks live in).
+  and the deterministic baseline compare on the region blinks live in);
+* drawn or decided (``metrics.closed_with_baseline``): the fraction of the samples'
+  closed-eye frames where the deterministic video's eyes are closed too. Near 1, the closures
+  come from the inputs (e.g. the model shuts the eyes wherever the audio is silent), not
+  from the latent draw, however many samples "blink".
 
 * identity preservation: Dlib's face-descriptor distance (``data_prep.face.face_descriptors``)
   between the identity frame (the clip's frame 0) and ``config.eval.identity_frames`` evenly
@@ -73,7 +77,8 @@ _RANKED_METRICS = (("ssim", True), ("psnr", True), ("lmd", False), ("mse_eyes", 
 _BETWEEN_SAMPLES = ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
                     "agreement_eyes", "closed_fraction_samples", "closed_fraction_truth",
                     "samples_with_blink", "truth_with_blink", "blink_overlap",
-                    "head_diversity", "head_motion_samples", "head_motion_truth")
+                    "head_diversity", "head_motion_samples", "head_motion_truth",
+                    "closed_fraction_baseline", "closed_with_baseline")
 # The kinds of held-out speaker, and the figures ``format_table`` compares between them.
 KINDS = ("seen", "unseen")
 _PER_KIND_ROWS = ("num_clips", "ssim_best_of_k", "ssim_mean_of_k", "psnr_mean_of_k",
@@ -165,8 +170,8 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
     identity_frames: frames per video scored for identity (``identity_distances``); 0 skips.
 
   Returns:
-    {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening)
-    and, with masks, a scalar per diversity region, 'agreement_mouth', 'agreement_eyes' (nan
+    {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening),
+    'eye_opening' [K, T-1] (Dlib eye aspect ratio per frame) and, with masks, a scalar per diversity region, 'agreement_mouth', 'agreement_eyes' (nan
     when no pair of curves has a defined r) and ``metrics.sample_variation``'s figures; with
     ``identity_frames``, 'identity_checked' (True) and ``identity_distances``' arrays.
   """
@@ -185,11 +190,12 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
   eye_mask[y0:y1, x0:x1] = 1.0
   scores["mse_eyes"] = metrics.region_mse(samples[:, 1:] / 255.0, clip["frames"][1:] / 255.0,
                                           eye_mask).astype(np.float32)
+  eyes = face.eye_opening(fitted.reshape(-1, 68, 2)).reshape(num_samples, -1)
+  scores["eye_opening"] = eyes
   if masks is not None:
     names, region_weights = masks
     values = _diversity(np.asarray(samples[:, 1:], np.float32) / 255.0, region_weights)
     scores.update(zip(names, np.asarray(values).tolist()))
-    eyes = face.eye_opening(fitted.reshape(-1, 68, 2)).reshape(num_samples, -1)
     scores["agreement_mouth"] = metrics.mean_pairwise_r(opening)
     scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
     scores.update(metrics.sample_variation(eyes, face.eye_opening(truth_landmarks), fitted,
@@ -353,9 +359,13 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
       unit="clip", leave=False):
     truth_landmarks = face.landmarks_on_aligned(clip["frames"][1:])
     held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
-    scored.append((score_clip(samples, clip, truth_landmarks, masks, identity_frames),
-                   score_clip(baseline, clip, truth_landmarks, None),
-                   frame_scores(held, clip["frames"])))
+    stochastic = score_clip(samples, clip, truth_landmarks, masks, identity_frames)
+    deterministic = score_clip(baseline, clip, truth_landmarks, None)
+    if masks is not None:
+      stochastic.update(metrics.closed_with_baseline(
+          stochastic["eye_opening"], deterministic["eye_opening"][0],
+          face.eye_opening(truth_landmarks)))
+    scored.append((stochastic, deterministic, frame_scores(held, clip["frames"])))
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)
   results = {**_summarize_clips(clips, scored), "num_samples": num_samples, "skipped": skipped}

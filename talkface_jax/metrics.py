@@ -442,6 +442,33 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
   }
 
 
+def closed_with_baseline(sample_eyes: ArrayLike, baseline_eyes: ArrayLike,
+                         truth_eyes: ArrayLike) -> dict[str, float]:
+  """Whether the samples' closed eyes were drawn or decided: compared with the deterministic
+  video (z = the prior's mean) of the same clip.
+
+  A closed-eye frame that the deterministic video shares was decided by the inputs (the audio
+  and the identity frame), not by the latent draw: drawn blinks fall where the deterministic
+  video's eyes are open.
+
+  Args:
+    sample_eyes: [K, T] eye openings of the samples (frame 0 excluded).
+    baseline_eyes: [T] eye openings of the deterministic video.
+    truth_eyes: [T] eye openings of the ground truth; their median is the open level.
+
+  Returns:
+    'closed_fraction_baseline': fraction of the deterministic video's frames with closed
+    eyes; 'closed_with_baseline': fraction of the samples' closed-eye frames where the
+    deterministic video's eyes are closed too (nan when no sample closes its eyes).
+  """
+  level = float(np.median(np.asarray(truth_eyes, np.float64)))
+  closed = closed_eyes(sample_eyes, level)
+  baseline = closed_eyes(baseline_eyes, level)
+  shared = (closed & baseline[None]).sum()
+  return {'closed_fraction_baseline': float(baseline.mean()),
+          'closed_with_baseline': float(shared / closed.sum()) if closed.any() else math.nan}
+
+
 # -------------------------------------------------------------------------------------------------
 # Identity preservation: face-descriptor distances to the identity frame.
 # -------------------------------------------------------------------------------------------------

@@ -298,6 +298,18 @@ def test_sample_variation_of_one_clip():
   assert figures['head_motion_samples'] == 0.0 == figures['head_motion_truth']
 
 
+def test_closed_with_baseline_counts_sample_closures_the_deterministic_video_shares():
+  truth = np.full(8, 0.4)  # Open level 0.4: closed under 0.2.
+  baseline = np.array([0.4, 0.1, 0.1, 0.4, 0.4, 0.4, 0.4, 0.4])  # Closed at frames 1, 2.
+  samples = np.array([[0.4, 0.1, 0.1, 0.4, 0.4, 0.4, 0.4, 0.4],   # Closed at 1, 2 (shared).
+                      [0.4, 0.4, 0.4, 0.4, 0.4, 0.1, 0.1, 0.4]])  # Closed at 5, 6 (drawn).
+  figures = metrics.closed_with_baseline(samples, baseline, truth)
+  assert figures["closed_fraction_baseline"] == pytest.approx(2 / 8)
+  assert figures["closed_with_baseline"] == pytest.approx(2 / 4)
+  none_closed = metrics.closed_with_baseline(np.full((2, 8), 0.4), baseline, truth)
+  assert np.isnan(none_closed["closed_with_baseline"])
+
+
 def test_identity_summary_counts_faceless_frames_as_failures():
   clips = [np.array([[0.1, 0.3], [0.7, np.nan]]),  # K = 2 samples x 2 frames; one faceless.
            np.array([0.2, 0.5, 0.9])]
