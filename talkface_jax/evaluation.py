@@ -417,6 +417,22 @@ def seen_speakers_of(config: ml_collections.ConfigDict) -> list[str] | None:
   return speakers[config.data.train_split]
 
 
+def speaker_strata(config: ml_collections.ConfigDict) -> tuple[list[str] | None,
+                                                                list[str] | None]:
+  """(seen speakers, kind of each eval-split example) for choosing clips of every kind.
+
+  Returns:
+    ``seen_speakers_of(config)`` and, when it is known, 'seen' or 'unseen' for every example
+    of ``config.data.eval_split`` (``input_pipeline.load_clips``'s ``strata``); else
+    (None, None).
+  """
+  seen = seen_speakers_of(config)
+  if seen is None:
+    return None, None
+  speakers = input_pipeline.example_speakers(config, config.data.eval_split)
+  return seen, ["seen" if speaker in set(seen) else "unseen" for speaker in speakers]
+
+
 def evaluate(generator: inference.Generator, workdir: str) -> dict | None:
   """Evaluates ``generator`` (a workdir's checkpoint) on the eval split.
 
@@ -431,11 +447,7 @@ def evaluate(generator: inference.Generator, workdir: str) -> dict | None:
   """
   config = generator.config
   check_config(config)
-  seen = seen_speakers_of(config)
-  strata = None
-  if seen is not None:
-    strata = ["seen" if speaker in set(seen) else "unseen"
-              for speaker in input_pipeline.example_speakers(config, config.data.eval_split)]
+  seen, strata = speaker_strata(config)
   clips = input_pipeline.load_clips(config, config.data.eval_split, config.eval.num_clips,
                                     seed=config.eval.seed, strata=strata)
   logging.info("Evaluating step %s on %d clips of %r, K = %d.", generator.step, len(clips),

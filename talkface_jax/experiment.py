@@ -103,7 +103,9 @@ def write_demo_outputs(generator: inference.Generator, workdir: str,
   """
   config, step = generator.config, generator.step
   samples_dir = os.path.join(workdir, "samples")
-  clips, videos = sampling.sample_heldout(generator)
+  # Clips of seen and of unseen speakers when the eval split has both.
+  _, strata = evaluation.speaker_strata(config)
+  clips, videos = sampling.sample_heldout(generator, strata=strata)
   paths = sampling.write_clip_videos(clips, videos, samples_dir, step)
   results = {"step": step, "evaluation": eval_results,
              "samples": [os.path.relpath(p, workdir) for p in paths]}

@@ -33,13 +33,15 @@ import talkface_jax.media as media
 # -------------------------------------------------------------------------------------------------
 
 
-def sample_heldout(generator: inference.Generator, num_samples: int | None = None
-                   ) -> tuple[list[dict], list[np.ndarray]]:
-  """(clips, videos): ``config.sample.num_clips`` clips of the eval split and their K videos
-  (uint8 [K, T, S, S, 3] each; seed ``config.sample.seed``; K defaults to
+def sample_heldout(generator: inference.Generator, num_samples: int | None = None,
+                   strata: list[str] | None = None) -> tuple[list[dict], list[np.ndarray]]:
+  """(clips, videos): ``config.sample.num_clips`` clips of the eval split (of each stratum,
+  e.g. seen / unseen speakers, with ``strata``: ``input_pipeline.load_clips``) and their K
+  videos (uint8 [K, T, S, S, 3] each; seed ``config.sample.seed``; K defaults to
   ``config.sample.num_samples``)."""
   config = generator.config
-  clips = input_pipeline.load_clips(config, config.data.eval_split, config.sample.num_clips)
+  clips = input_pipeline.load_clips(config, config.data.eval_split, config.sample.num_clips,
+                                    strata=strata)
   videos = generator.generate_clips(clips, num_samples or config.sample.num_samples,
                                     jax.random.key(config.sample.seed),
                                     batch_size=config.eval.batch_size)
