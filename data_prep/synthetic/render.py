@@ -1,5 +1,5 @@
-"""The synthetic face: the scikit-image astronaut photo with Dlib's 68 landmarks, rendered per
-frame with the jaw and lips warped open, eyelids painted closed and a small rigid head sway.
+"""The synthetic face: a real face photo (one per speaker, see :mod:`.faces`; the scikit-image
+astronaut by default) with Dlib's 68 landmarks, rendered per frame with the jaw and lips warped open, eyelids painted closed and a small rigid head sway.
 Imports no JAX.
 """
 
@@ -39,7 +39,7 @@ def _detect_landmarks(image: np.ndarray) -> np.ndarray:
   detector = dlib.get_frontal_face_detector()
   boxes, scores, _ = detector.run(image, 1, 0.0)
   if not boxes:
-    raise RuntimeError("no face found in the template image")
+    raise ValueError("no face found in the template photo")
   box = boxes[int(np.argmax(scores))]
   predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
   shape = predictor(image, box)
@@ -62,35 +62,88 @@ def _curve(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return xs, points[order, 1].astype(np.float64)
 
 
-def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
-                        face_fraction: float = 0.45) -> FaceTemplate:
-  """Places the astronaut face on a ``frame_size`` (W, H) canvas, GRID-like.
+@dataclasses.dataclass(frozen=True)
+class Look:
+  """How one speaker's photo is placed and lit on the canvas.
 
-  The photo is scaled so the brow-to-chin height is ``face_fraction`` of the frame height
-  and cropped with the face centred; Dlib's landmarks are found once on the photo and
-  mapped to the canvas.
+  ``face_fraction``: brow-to-chin height over the frame height; ``centre``: where the face
+  centre lands, as fractions of (W, H); ``mirror``: flip the photo left-right (the same
+  person); ``gain``: per-channel (R, G, B) colour gain; ``gamma``: applied to [0, 1]
+  intensities; ``side_light``: brightness slope across the frame, -0.3 (lit from the
+  left) .. 0.3 (from the right).
   """
+  face_fraction: float = 0.45
+  centre: tuple[float, float] = (0.5, 0.5)
+  mirror: bool = False
+  gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
+  gamma: float = 1.0
+  side_light: float = 0.0
+
+
+def astronaut_photo() -> np.ndarray:
+  """scikit-image's astronaut (Eileen Collins), the corpus's one face before 2.0."""
   import skimage.data  # pylint: disable=g-import-not-at-top
+  return skimage.data.astronaut()
+
+
+def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
+                        face_fraction: float = 0.45, photo: np.ndarray | None = None,
+                        look: Look | None = None) -> FaceTemplate:
+  """Places a face photo on a ``frame_size`` (W, H) canvas, GRID-like.
+
+  The photo is scaled so the brow-to-chin height is ``look.face_fraction`` of the frame
+  height and placed with the face centre at ``look.centre``; Dlib's landmarks are found once
+  on the photo and mapped to the canvas. Canvas pixels beyond the photo's edge repeat the
+  edge, blurred with the distance (a soft background, no hard border).
+
+  Args:
+    frame_size: (W, H).
+    face_fraction: used when ``look`` is None.
+    photo: uint8 [h, w, 3] with one face (a crop from :mod:`.faces`); None: the astronaut.
+    look: placement and lighting; None: ``Look(face_fraction)``.
+  """
   width, height = frame_size
-  photo = skimage.data.astronaut()
+  look = Look(face_fraction=face_fraction) if look is None else look
+  photo = astronaut_photo() if photo is None else np.asarray(photo)
+  if look.mirror:
+    photo = np.ascontiguousarray(photo[:, ::-1])
   lm_photo = _detect_landmarks(photo)
   brow_y = lm_photo[17:27, 1].min()
   face_h = lm_photo[8, 1] - brow_y
-  scale = face_fraction * height / face_h
+  scale = look.face_fraction * height / face_h
   centre = np.array([lm_photo[:, 0].mean(), 0.5 * (brow_y + lm_photo[8, 1])])
-  offset = np.array([width / 2.0, height / 2.0]) - scale * centre
+  offset = np.array([look.centre[0] * width, look.centre[1] * height]) - scale * centre
   # Canvas pixel q shows photo point (q - offset) / scale; anti-alias when shrinking.
   sigma = max(0.0, 0.5 * (1.0 / scale - 1.0))
   qy, qx = np.mgrid[0:height, 0:width].astype(np.float64)
   coords = [(qy - offset[1]) / scale, (qx - offset[0]) / scale]
+  # Distance (canvas px) beyond the photo's edge, for the soft background there.
+  ph, pw = photo.shape[:2]
+  beyond = scale * np.maximum(np.maximum(-coords[0], coords[0] - (ph - 1)),
+                              np.maximum(-coords[1], coords[1] - (pw - 1))).clip(0, None)
   channels = []
   for c in range(3):
     chan = photo[..., c].astype(np.float64)
     if sigma > 0:
       chan = ndimage.gaussian_filter(chan, sigma)
-    channels.append(ndimage.map_coordinates(chan, coords, order=3, mode="nearest"))
-  image = np.clip(np.round(np.stack(channels, -1)), 0, 255).astype(np.uint8)
+    chan = ndimage.map_coordinates(chan, coords, order=3, mode="nearest")
+    if beyond.max() > 0:
+      blend = np.clip(beyond / 12.0, 0.0, 1.0)
+      chan = chan * (1 - blend) + ndimage.gaussian_filter(chan, 10.0) * blend
+    channels.append(chan)
+  image = np.stack(channels, -1)
+  if look.gain != (1.0, 1.0, 1.0) or look.gamma != 1.0 or look.side_light != 0.0:
+    # Lighting: colour gain, gamma and a left-right brightness slope.
+    image = np.clip(image / 255.0 * np.asarray(look.gain, np.float64), 0.0, 1.0) ** look.gamma
+    image = 255.0 * image * (1.0 + look.side_light * (qx[..., None] / max(width - 1, 1) - 0.5)
+                             * 2)
+  image = np.clip(np.round(image), 0, 255).astype(np.uint8)
   lm = (lm_photo * scale + offset).astype(np.float32)
+  # Mouth interior: dark red, grey in a grey-scale photo, lit like the rest of the face.
+  interior = np.array([52.0, 16.0, 22.0])
+  if np.abs(np.diff(photo.astype(np.float64), axis=-1)).mean() < 2.0:
+    interior = np.full(3, interior @ np.array([0.299, 0.587, 0.114]))
+  interior = 255.0 * (np.clip(interior / 255.0 * np.asarray(look.gain), 0, 1) ** look.gamma)
 
   face_h = float(lm[8, 1] - lm[17:27, 1].min())
   jaw_w = float(lm[16, 0] - lm[0, 0])
@@ -115,7 +168,7 @@ def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
       max_open=0.4 * mouth_w,
       box=(float(lm[33, 1]), float(lm[8, 1] + 0.3 * face_h),
            float(lm[0, 0]), float(lm[16, 0])),
-      colour=np.array([52.0, 16.0, 22.0], np.float32))
+      colour=interior.astype(np.float32))
   eyes = []
   for idx in ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47)):
     p = lm[list(idx)].astype(np.float64)
