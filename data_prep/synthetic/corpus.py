@@ -147,21 +147,35 @@ def photo_speaker_params(seed: int, num_speakers: int, num_heldout: int,
   distinct = [i for i in order if photos[i].nearest_other["distance"] >= _DISTINCT]
   held = (distinct + [i for i in order if i not in distinct])[:num_heldout]
   train = [i for i in order if i not in held][:num_speakers - num_heldout]
-  voices = [ACCENT_VOICES[int(i)] for i in rng.permutation(len(ACCENT_VOICES))]
-  table = {}
+  # Voices match the photo's sex (espeak's female variants f1, f4 for women and girls):
+  # one shuffled pool per sex; held-out speakers take the first voices of their pool, the
+  # training speakers the others, so no training speaker speaks with a held-out voice.
+  pools = {sex: [v for v in (ACCENT_VOICES[int(i)]
+                             for i in rng.permutation(len(ACCENT_VOICES)))
+                 if v.endswith(("+f1", "+f4")) == (sex == "f")] for sex in ("f", "m")}
   num_train = num_speakers - num_heldout
+  order_spk = held + train  # Held-out speakers draw first.
+  voice_of = {}
+  for index in order_spk:
+    pool = pools[photos[index].notes["sex"]]
+    if not pool:
+      raise ValueError(f"more {photos[index].notes['sex']} speakers than voices")
+    voice_of[index] = pool.pop(0)
+  table = {}
   for spk, index in enumerate(train + held, start=1):
     heldout = spk > num_train
-    # Held-out speakers take the first voices of the shuffled list, training speakers the rest.
-    voice = (voices[spk - 1 - num_train] if heldout
-             else voices[num_heldout + (spk - 1) % (len(voices) - num_heldout)])
+    voice = voice_of[index]
     p = photos[index]
     r = np.random.default_rng([seed, spk, 0])
+    # espeak pitch 0..100: women and children higher.
+    low, high = (50, 80) if p.notes["sex"] == "f" else (20, 55)
+    if p.notes["age"] == "child":
+      low, high = low + 10, high + 15
     table[f"s{spk}"] = dict(
         identity=p.identity, name=p.name, photo=p.source, licence=p.licence,
         voice=voice,
         rate=int(r.integers(130, 191)),
-        pitch=int(r.integers(25, 76)),
+        pitch=int(r.integers(low, high + 1)),
         pitch_range=int(r.integers(25, 86)),
         articulation=round(float(r.uniform(0.75, 1.0)), 3),
         sway_px=round(float(r.uniform(0.5, 4.0)), 3),
