@@ -428,6 +428,8 @@ def generate_corpus(root: str, num_speakers: int, clips_per_speaker: int, seed: 
     raise ValueError(f"faces={faces!r}; expected 'astronaut' or 'photos'")
   if faces == "photos" and layout != "grid":
     raise ValueError("faces='photos' is implemented for the grid layout only")
+  if faces != "photos" and num_heldout:
+    raise ValueError("num_heldout marks held-out speakers of faces='photos' only")
   speakers, crops = None, None
   if faces == "photos":
     speakers = photo_speaker_params(seed, num_speakers, num_heldout)
