@@ -245,3 +245,14 @@ def test_speakers_plus_sentences_split(tmp_path):
   assert {c.split("/")[0] for c, s in plain.items() if s == "test"} == {"s2", "s5"}
   with pytest.raises(ValueError, match="split_rule"):
     build.assign_splits(clips, dataclasses.replace(config, split_rule="voices"))
+
+
+def test_face_patch_of_a_box_past_the_frame_edge():
+  """Dlib reports boxes reaching past the border for faces at the edge (seen in the photo
+  corpus: a neighbour's face in a group photo's crop); the tracker's patch must not fail."""
+  rng = np.random.default_rng(0)
+  frame = rng.integers(0, 256, (288, 360, 3), dtype=np.uint8)
+  inside = face._patch(frame, np.array([300.0, 200.0, 360.0, 288.0]))
+  past = face._patch(frame, np.array([300.0, 200.0, 380.0, 310.0]))
+  np.testing.assert_allclose(np.linalg.norm(past), 1.0, rtol=1e-4)
+  np.testing.assert_allclose(past, inside, atol=1e-6)  # Clipped to the same region.
