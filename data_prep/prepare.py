@@ -15,8 +15,8 @@ Otherwise it
 Both steps skip the work already done, so an interrupted preparation is simply started again.
 Build options are read from ``config.data`` when present (defaults in parentheses):
 ``grid_split`` ('speakers', 'sentences' or 'speakers+sentences'), ``heldout_per_speaker``
-(0), ``heldout_speakers`` (the build's default), ``clips_per_shard`` (64), ``num_workers`` (CPU count - 1), ``align_on``
-(``data_prep.face.AlignConfig``'s default).
+(0), ``heldout_speakers`` (the build's default), ``clips_per_shard`` (64), ``num_workers``
+(CPU count - 1), ``align_on`` (``data_prep.face.AlignConfig``'s default).
 The build names its splits 'train' and 'test' ('train', 'val', 'test' for LRW);
 ``config.data.train_split`` and ``eval_split`` must be among them. Runs with several
 processes (``config.distributed``) must find the shards built. Imports no JAX.

@@ -1,5 +1,6 @@
 """The synthetic face: a real face photo (one per speaker, see :mod:`.faces`; the scikit-image
-astronaut by default) with Dlib's 68 landmarks, rendered per frame with the jaw and lips warped open, eyelids painted closed and a small rigid head sway.
+astronaut by default) with Dlib's 68 landmarks, rendered per frame with the jaw and lips warped
+open, eyelids painted closed and a small rigid head sway.
 Imports no JAX.
 """
 
@@ -7,6 +8,8 @@ import dataclasses
 
 import numpy as np
 from scipy import ndimage
+
+from data_prep import face
 
 DEFAULT_FRAME_SIZE = (360, 288)  # (W, H), GRID's normal-quality videos.
 
@@ -32,18 +35,22 @@ class FaceTemplate:
   eyes: list
 
 
-def _detect_landmarks(image: np.ndarray) -> np.ndarray:
-  """Dlib 68 landmarks of the best-scoring frontal face, float32 [68, 2]."""
-  import dlib  # pylint: disable=g-import-not-at-top
-  import face_recognition_models  # pylint: disable=g-import-not-at-top
-  detector = dlib.get_frontal_face_detector()
-  boxes, scores, _ = detector.run(image, 1, 0.0)
+def _detect_landmarks(image: np.ndarray, upsample: int = 1) -> np.ndarray:
+  """Dlib 68 landmarks of the best-scoring frontal face, float32 [68, 2].
+
+  ``upsample`` 0 finds faces of about 50 px and up, faster than 1 on a large photo; a photo
+  where it finds none is searched again with 1. Dlib's models are ``data_prep.face``'s
+  (loaded once per process).
+  """
+  # pylint: disable=protected-access
+  image = np.ascontiguousarray(image)
+  boxes, scores, _ = face._detector().run(image, upsample, 0.0)
+  if not boxes and upsample == 0:
+    boxes, scores, _ = face._detector().run(image, 1, 0.0)
   if not boxes:
     raise ValueError("no face found in the template photo")
   box = boxes[int(np.argmax(scores))]
-  predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-  shape = predictor(image, box)
-  return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+  return face._fit_landmarks(image, (box.left(), box.top(), box.right(), box.bottom()))
 
 
 def _neighbourhoods(image: np.ndarray) -> np.ndarray:
@@ -104,10 +111,12 @@ def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
   """
   width, height = frame_size
   look = Look(face_fraction=face_fraction) if look is None else look
-  photo = astronaut_photo() if photo is None else np.asarray(photo)
+  astronaut = photo is None
+  photo = astronaut_photo() if astronaut else np.asarray(photo)
   if look.mirror:
     photo = np.ascontiguousarray(photo[:, ::-1])
-  lm_photo = _detect_landmarks(photo)
+  # The astronaut keeps the upsampled detection its corpus was made with (same pixels).
+  lm_photo = _detect_landmarks(photo, upsample=1 if astronaut else 0)
   brow_y = lm_photo[17:27, 1].min()
   face_h = lm_photo[8, 1] - brow_y
   scale = look.face_fraction * height / face_h
