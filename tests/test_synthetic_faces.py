@@ -15,6 +15,7 @@ from data_prep import build
 from data_prep import face
 from data_prep import photo
 from data_prep import readers
+from data_prep import video
 from data_prep.synthetic import corpus
 from data_prep.synthetic import faces
 from data_prep.synthetic import render
@@ -256,3 +257,48 @@ def test_face_patch_of_a_box_past_the_frame_edge():
   past = face._patch(frame, np.array([300.0, 200.0, 380.0, 310.0]))
   np.testing.assert_allclose(np.linalg.norm(past), 1.0, rtol=1e-4)
   np.testing.assert_allclose(past, inside, atol=1e-6)  # Clipped to the same region.
+
+
+def test_photo_corpus_end_to_end_from_cached_photos(tmp_path, astronaut, monkeypatch):
+  """Two speakers with their own photo (cached: no pip), one held out: files and corpus.json."""
+  cache = tmp_path / "cache"
+  cache.mkdir()
+  entries = []
+  for i, (ident, sex, image) in enumerate((
+      ("colour", "f", astronaut),
+      ("grey", "m", np.repeat(astronaut.mean(-1, keepdims=True), 3, -1).astype(np.uint8)))):
+    path = cache / f"{ident}.png"
+    Image.fromarray(image).save(path)
+    entries.append(faces.FacePhoto(
+        identity=ident, name=ident, package="fakepkg", version="1.0", dist="sdist",
+        member=f"fakepkg-1.0/{ident}.png", sha256=faces.sha256_of(path.read_bytes()),
+        crop=(100, 0, 380, 280), face_px=90, licence="public domain",
+        notes={"sex": sex, "age": "adult"},
+        nearest_other={"identity": "x", "distance": 0.7 + i}))
+  monkeypatch.setattr(faces, "load_table", lambda path=None: (entries, []))
+  root = str(tmp_path / "corpus")
+  summary = corpus.generate_corpus(root, 2, 1, seed=1, faces="photos", num_heldout=1,
+                                   photo_cache_dir=str(cache))
+  assert summary["generated"] == 2
+  with open(os.path.join(root, "corpus.json")) as f:
+    meta = json.load(f)
+  assert meta["faces"] == "photos" and meta["heldout_speakers"] == ["s2"]
+  speakers = meta["speakers"]
+  assert not speakers["s1"]["heldout"] and speakers["s2"]["heldout"]
+  assert meta["unseen_identities"] == [speakers["s2"]["identity"]]
+  assert meta["unseen_voices"] == [speakers["s2"]["voice"]] != [speakers["s1"]["voice"]]
+  assert speakers["s1"]["photo"] == "fakepkg==1.0 (sdist): " + [
+      e.member for e in entries if e.identity == speakers["s1"]["identity"]][0]
+  # Each speaker's clip shows their own photo: colour for one, grey for the other.
+  saturation = {}
+  for spk in ("s1", "s2"):
+    clip = meta["clips"][0 if spk == "s1" else 1]
+    frames = video.read_video(os.path.join(root, clip + ".mpg")).frames
+    saturation[speakers[spk]["identity"]] = float(np.ptp(frames[0].astype(float), -1).mean())
+  assert saturation["colour"] > saturation["grey"] + 10
+  # Written again with the same parameters: nothing to do; other parameters: refused.
+  assert corpus.generate_corpus(root, 2, 1, seed=1, faces="photos", num_heldout=1,
+                                photo_cache_dir=str(cache))["generated"] == 0
+  with pytest.raises(ValueError, match="other parameters"):
+    corpus.generate_corpus(root, 2, 1, seed=1, faces="photos", num_heldout=0,
+                           photo_cache_dir=str(cache))
