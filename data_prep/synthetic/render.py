@@ -163,6 +163,14 @@ def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
   gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
   r = np.sqrt(((gx - hc[0]) / rx) ** 2 + ((gy - hc[1]) / ry) ** 2)
   weight = 0.5 + 0.5 * np.cos(np.pi * np.clip((r - 0.75) / 0.3, 0.0, 1.0))
+  if not astronaut:
+    # Nobody else of a group photo appears in this speaker's frames (a neighbour may be
+    # another speaker, even a held-out one): beyond the head the photo is blurred past
+    # recognition, like a shallow depth of field.
+    keep = (0.5 + 0.5 * np.cos(np.pi * np.clip((r - 0.85) / 0.3, 0.0, 1.0)))[..., None]
+    blurred = np.stack([ndimage.gaussian_filter(image[..., c].astype(np.float32),
+                                                0.1 * face_h) for c in range(3)], -1)
+    image = np.clip(np.round(image * keep + blurred * (1 - keep)), 0, 255).astype(np.uint8)
   # Only pixels that can move are resampled per frame (the rest is static background).
   pixels = np.nonzero(weight.ravel() > 0)[0]
 
