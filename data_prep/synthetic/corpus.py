@@ -17,10 +17,12 @@ from scipy import signal
 
 from data_prep.synthetic.motion import CLIP_SECONDS, FPS, NUM_FRAMES, blink_curve, mouth_curve
 from data_prep.synthetic.motion import sway_curves
-from data_prep.synthetic.render import DEFAULT_FRAME_SIZE, FaceTemplate, build_face_template
-from data_prep.synthetic.render import render_clip
+from data_prep.synthetic import faces as face_photos
+from data_prep.synthetic.render import DEFAULT_FRAME_SIZE, FaceTemplate, Look
+from data_prep.synthetic.render import build_face_template, render_clip
 from data_prep.synthetic.speech import ADVERBS, COLOURS, COMMANDS, DIGITS, PREPOSITIONS
-from data_prep.synthetic.speech import GRAMMAR, VOICES, clip_name, random_sentence
+from data_prep.synthetic.speech import ACCENT_VOICES, GRAMMAR, VOICES, clip_name
+from data_prep.synthetic.speech import random_sentence
 from data_prep.synthetic.speech import shift_events, spoken_text, synthesize_speech
 
 VERSION = "1.1.0"  # 1.1: longer blinks, 0.3-0.6 Hz.
@@ -108,14 +110,109 @@ def speaker_params(seed: int, speaker: int) -> dict:
       blink_rate_hz=round(float(rng.uniform(0.3, 0.6)), 3))
 
 
-def _plan(seed: int, num_speakers: int, clips_per_speaker: int) -> list[dict]:
-  """Deterministic list of clip jobs: unique sentences per speaker."""
+# Held-out speakers of the photo corpus get identities whose nearest other identity of the
+# table is at least this far (Dlib's same-person threshold), so that an identity score on
+# them cannot be passed by rendering a training face.
+_DISTINCT = 0.6
+
+
+def default_photo_cache() -> str:
+  """Where fetched face photos are kept: $XDG_CACHE_HOME (or ~/.cache)/talkface_jax/faces."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "talkface_jax", "faces")
+
+
+def photo_speaker_params(seed: int, num_speakers: int, num_heldout: int,
+                         photos: list[face_photos.FacePhoto] | None = None) -> dict:
+  """Per-speaker identity, voice, motion and look for the many-identity corpus.
+
+  Speaker = one identity (photo) + one espeak voice, never shared with another speaker, so
+  "unseen speaker" means unseen face and unseen voice. The last ``num_heldout`` speakers are
+  the held-out ones (``heldout: True``); they get identities whose nearest other identity is
+  at least Dlib's 0.6 away where the table has enough of them.
+
+  Returns:
+    {"s1": {...}, ...}: identity, name, photo (package, version, file), licence, voice,
+    rate, pitch, pitch_range, articulation, sway_px/deg, sway_smooth_frames, blink_rate_hz,
+    look (face_fraction, centre, mirror, gain, gamma, side_light), heldout.
+  """
+  photos = face_photos.load_table()[0] if photos is None else photos
+  if not 0 < num_speakers <= len(photos):
+    raise ValueError(f"num_speakers={num_speakers}: the photo table has {len(photos)} "
+                     "identities (one speaker per identity)")
+  if not 0 <= num_heldout < num_speakers:
+    raise ValueError(f"num_heldout={num_heldout}: between 0 and num_speakers - 1")
+  rng = np.random.default_rng([seed, 7])
+  order = [int(i) for i in rng.permutation(len(photos))]
+  distinct = [i for i in order if photos[i].nearest_other["distance"] >= _DISTINCT]
+  held = (distinct + [i for i in order if i not in distinct])[:num_heldout]
+  train = [i for i in order if i not in held][:num_speakers - num_heldout]
+  # Voices match the photo's sex (espeak's female variants f1, f4 for women and girls):
+  # one shuffled pool per sex; held-out speakers take the first voices of their pool, the
+  # training speakers the others, so no training speaker speaks with a held-out voice.
+  pools = {sex: [v for v in (ACCENT_VOICES[int(i)]
+                             for i in rng.permutation(len(ACCENT_VOICES)))
+                 if v.endswith(("+f1", "+f4")) == (sex == "f")] for sex in ("f", "m")}
+  num_train = num_speakers - num_heldout
+  order_spk = held + train  # Held-out speakers draw first.
+  voice_of = {}
+  for index in order_spk:
+    pool = pools[photos[index].notes["sex"]]
+    if not pool:
+      raise ValueError(f"more {photos[index].notes['sex']} speakers than voices")
+    voice_of[index] = pool.pop(0)
+  table = {}
+  for spk, index in enumerate(train + held, start=1):
+    heldout = spk > num_train
+    voice = voice_of[index]
+    p = photos[index]
+    r = np.random.default_rng([seed, spk, 0])
+    # espeak pitch 0..100: women and children higher.
+    low, high = (50, 80) if p.notes["sex"] == "f" else (20, 55)
+    if p.notes["age"] == "child":
+      low, high = low + 10, high + 15
+    table[f"s{spk}"] = dict(
+        identity=p.identity, name=p.name, photo=p.source, licence=p.licence,
+        voice=voice,
+        rate=int(r.integers(130, 191)),
+        pitch=int(r.integers(low, high + 1)),
+        pitch_range=int(r.integers(25, 86)),
+        articulation=round(float(r.uniform(0.75, 1.0)), 3),
+        sway_px=round(float(r.uniform(0.5, 4.0)), 3),
+        sway_deg=round(float(r.uniform(0.3, 3.0)), 3),
+        sway_smooth_frames=round(float(r.uniform(5.0, 14.0)), 3),
+        blink_rate_hz=round(float(r.uniform(0.15, 0.6)), 3),
+        look=dict(face_fraction=round(float(r.uniform(0.36, 0.52)), 3),
+                  centre=[round(float(r.uniform(0.42, 0.58)), 3),
+                          round(float(r.uniform(0.45, 0.55)), 3)],
+                  mirror=bool(r.integers(2)),
+                  gain=[round(float(v), 3) for v in r.uniform(0.88, 1.12, 3)],
+                  gamma=round(float(r.uniform(0.85, 1.15)), 3),
+                  side_light=round(float(r.uniform(-0.25, 0.25)), 3)),
+        heldout=heldout)
+  return table
+
+
+def _look(params: dict) -> Look:
+  lk = params["look"]
+  return Look(face_fraction=lk["face_fraction"], centre=tuple(lk["centre"]),
+              mirror=lk["mirror"], gain=tuple(lk["gain"]), gamma=lk["gamma"],
+              side_light=lk["side_light"])
+
+
+def _plan(seed: int, num_speakers: int, clips_per_speaker: int,
+          speakers: dict | None = None) -> list[dict]:
+  """Deterministic list of clip jobs: unique sentences per speaker.
+
+  ``speakers``: per-speaker parameters (:func:`photo_speaker_params`); None: the astronaut
+  corpus's :func:`speaker_params`.
+  """
   if clips_per_speaker > int(np.prod([len(s) for s in GRAMMAR])):
     raise ValueError("more clips per speaker than GRID sentences")
   jobs = []
   for spk in range(1, num_speakers + 1):
     rng = np.random.default_rng([seed, spk, 1])
-    params = speaker_params(seed, spk)
+    params = speaker_params(seed, spk) if speakers is None else speakers[f"s{spk}"]
     seen = set()
     for i in range(clips_per_speaker):
       while True:
@@ -234,13 +331,46 @@ def _write_clip(root: str, job: dict, template: FaceTemplate) -> str:
 _WORKER = {}
 
 
-def _worker_init(root: str, template: FaceTemplate) -> None:
-  _WORKER["root"], _WORKER["template"] = root, template
+def _worker_init(root: str, template: FaceTemplate | None, crops: dict | None = None,
+                 frame_size: tuple[int, int] | None = None) -> None:
+  """``template``: the one face of the astronaut corpus; else ``crops`` (identity -> uint8
+  photo crop) from which each speaker's template is built once per worker."""
+  _WORKER.update(root=root, template=template, crops=crops, frame_size=frame_size,
+                 templates={})
+
+
+def _template_for(job: dict) -> FaceTemplate:
+  if _WORKER["template"] is not None:
+    return _WORKER["template"]
+  key = job["speaker"]
+  if key not in _WORKER["templates"]:
+    p = job["params"]
+    _WORKER["templates"][key] = build_face_template(
+        _WORKER["frame_size"], photo=_WORKER["crops"][p["identity"]], look=_look(p))
+  return _WORKER["templates"][key]
 
 
 def _worker_run(job: dict) -> str:
   write = _write_lrw_clip if job.get("layout") == "lrw" else _write_clip
-  return write(_WORKER["root"], job, _WORKER["template"])
+  return write(_WORKER["root"], job, _template_for(job))
+
+
+def _photo_meta(seed, num_speakers, clips_per_speaker, frame_size, jobs, speakers) -> dict:
+  held = sorted((s for s, p in speakers.items() if p["heldout"]), key=lambda s: int(s[1:]))
+  train = [s for s in speakers if s not in held]
+  train_voices = {speakers[s]["voice"] for s in train}
+  return dict(
+      name="talkface_synthetic_grid", version=VERSION, faces="photos", seed=seed,
+      num_speakers=num_speakers, clips_per_speaker=clips_per_speaker,
+      frame_size=list(frame_size), fps=FPS, num_frames=NUM_FRAMES,
+      sample_rate=SAMPLE_RATE, align_units_per_second=ALIGN_UNITS_PER_SECOND,
+      face="real photos from PyPI packages (data_prep/synthetic/faces.json)",
+      tts="espeak-ng (espeakng-loader)", speakers=speakers,
+      heldout_speakers=held,
+      unseen_identities=[speakers[s]["identity"] for s in held],
+      unseen_voices=sorted({speakers[s]["voice"] for s in held} - train_voices),
+      clips=[f"{j['speaker']}/{j['name']}" for j in jobs],
+      sentences={f"{j['speaker']}/{j['name']}": " ".join(j["words"]) for j in jobs})
 
 
 def _corpus_meta(seed, num_speakers, clips_per_speaker, frame_size, jobs) -> dict:
@@ -257,7 +387,9 @@ def _corpus_meta(seed, num_speakers, clips_per_speaker, frame_size, jobs) -> dic
 
 def generate_corpus(root: str, num_speakers: int, clips_per_speaker: int, seed: int = 0,
                     num_workers: int = 1, frame_size: tuple[int, int] | None = None,
-                    progress: bool = False, layout: str = "grid", num_words: int = 0) -> dict:
+                    progress: bool = False, layout: str = "grid", num_words: int = 0,
+                    faces: str = "astronaut", num_heldout: int = 0,
+                    photo_cache_dir: str | None = None) -> dict:
   """Writes (or completes) a synthetic corpus under ``root`` in GRID's or LRW's layout.
 
   Clips whose files already exist are skipped, so an interrupted run can be restarted; a
@@ -273,6 +405,14 @@ def generate_corpus(root: str, num_speakers: int, clips_per_speaker: int, seed: 
     progress: show a progress bar.
     layout: 'grid' or 'lrw'.
     num_words: LRW: words (at most ``len(LRW_WORDS)``).
+    faces: 'astronaut' (every speaker wears scikit-image's astronaut) or 'photos' (GRID
+      layout: one real person per speaker, from :mod:`.faces`, fetched with pip into
+      ``photo_cache_dir``; voices from every English accent, see
+      :func:`photo_speaker_params`).
+    num_heldout: 'photos': the last speakers, marked held out in ``corpus.json`` (their
+      identities and voices are used by no other speaker).
+    photo_cache_dir: 'photos': where the fetched photos are kept (default
+      :func:`default_photo_cache`).
 
   Returns:
     summary dict: root, num_clips, generated, skipped, seconds, seconds_per_clip.
@@ -284,7 +424,18 @@ def generate_corpus(root: str, num_speakers: int, clips_per_speaker: int, seed: 
   if frame_size is None:
     frame_size = LRW_FRAME_SIZE if layout == "lrw" else DEFAULT_FRAME_SIZE
   frame_size = tuple(int(v) for v in frame_size)
-  if layout == "lrw":
+  if faces not in ("astronaut", "photos"):
+    raise ValueError(f"faces={faces!r}; expected 'astronaut' or 'photos'")
+  if faces == "photos" and layout != "grid":
+    raise ValueError("faces='photos' is implemented for the grid layout only")
+  if faces != "photos" and num_heldout:
+    raise ValueError("num_heldout marks held-out speakers of faces='photos' only")
+  speakers, crops = None, None
+  if faces == "photos":
+    speakers = photo_speaker_params(seed, num_speakers, num_heldout)
+    jobs = _plan(seed, num_speakers, clips_per_speaker, speakers)
+    meta = _photo_meta(seed, num_speakers, clips_per_speaker, frame_size, jobs, speakers)
+  elif layout == "lrw":
     jobs = _plan_lrw(seed, num_words, clips_per_speaker, num_speakers)
     meta = _lrw_meta(seed, num_words, clips_per_speaker, num_speakers, frame_size, jobs)
   else:
@@ -307,16 +458,25 @@ def generate_corpus(root: str, num_speakers: int, clips_per_speaker: int, seed: 
     import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm.tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="clip")
   if todo:
-    template = build_face_template(frame_size)
+    template = None
+    if speakers is None:
+      template = build_face_template(frame_size)
+    else:
+      photos = {p.identity: p for p in face_photos.load_table()[0]}
+      wanted = [photos[speakers[s]["identity"]] for s in sorted({j["speaker"] for j in todo})]
+      paths = face_photos.fetch_photos(photo_cache_dir or default_photo_cache(), wanted,
+                                       progress=progress)
+      crops = {p.identity: face_photos.load_identity(p, paths[p.identity]) for p in wanted}
+    init = (root, template, crops, frame_size)
     if num_workers > 1 and len(todo) > 1:
       # Spawn, not fork: the caller may hold threads (TF, tqdm) that fork would break.
       ctx = multiprocessing.get_context("spawn")
-      with ctx.Pool(min(num_workers, len(todo)), _worker_init, (root, template)) as pool:
+      with ctx.Pool(min(num_workers, len(todo)), _worker_init, init) as pool:
         for _ in pool.imap_unordered(_worker_run, todo):
           if bar is not None:
             bar.update(1)
     else:
-      _worker_init(root, template)
+      _worker_init(*init)
       for job in todo:
         _worker_run(job)
         if bar is not None:

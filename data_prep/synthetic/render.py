@@ -1,5 +1,6 @@
-"""The synthetic face: the scikit-image astronaut photo with Dlib's 68 landmarks, rendered per
-frame with the jaw and lips warped open, eyelids painted closed and a small rigid head sway.
+"""The synthetic face: a real face photo (one per speaker, see :mod:`.faces`; the scikit-image
+astronaut by default) with Dlib's 68 landmarks, rendered per frame with the jaw and lips warped
+open, eyelids painted closed and a small rigid head sway.
 Imports no JAX.
 """
 
@@ -7,6 +8,8 @@ import dataclasses
 
 import numpy as np
 from scipy import ndimage
+
+from data_prep import face
 
 DEFAULT_FRAME_SIZE = (360, 288)  # (W, H), GRID's normal-quality videos.
 
@@ -32,18 +35,22 @@ class FaceTemplate:
   eyes: list
 
 
-def _detect_landmarks(image: np.ndarray) -> np.ndarray:
-  """Dlib 68 landmarks of the best-scoring frontal face, float32 [68, 2]."""
-  import dlib  # pylint: disable=g-import-not-at-top
-  import face_recognition_models  # pylint: disable=g-import-not-at-top
-  detector = dlib.get_frontal_face_detector()
-  boxes, scores, _ = detector.run(image, 1, 0.0)
+def _detect_landmarks(image: np.ndarray, upsample: int = 1) -> np.ndarray:
+  """Dlib 68 landmarks of the best-scoring frontal face, float32 [68, 2].
+
+  ``upsample`` 0 finds faces of about 50 px and up, faster than 1 on a large photo; a photo
+  where it finds none is searched again with 1. Dlib's models are ``data_prep.face``'s
+  (loaded once per process).
+  """
+  # pylint: disable=protected-access
+  image = np.ascontiguousarray(image)
+  boxes, scores, _ = face._detector().run(image, upsample, 0.0)
+  if not boxes and upsample == 0:
+    boxes, scores, _ = face._detector().run(image, 1, 0.0)
   if not boxes:
-    raise RuntimeError("no face found in the template image")
+    raise ValueError("no face found in the template photo")
   box = boxes[int(np.argmax(scores))]
-  predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-  shape = predictor(image, box)
-  return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+  return face._fit_landmarks(image, (box.left(), box.top(), box.right(), box.bottom()))
 
 
 def _neighbourhoods(image: np.ndarray) -> np.ndarray:
@@ -62,35 +69,90 @@ def _curve(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return xs, points[order, 1].astype(np.float64)
 
 
-def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
-                        face_fraction: float = 0.45) -> FaceTemplate:
-  """Places the astronaut face on a ``frame_size`` (W, H) canvas, GRID-like.
+@dataclasses.dataclass(frozen=True)
+class Look:
+  """How one speaker's photo is placed and lit on the canvas.
 
-  The photo is scaled so the brow-to-chin height is ``face_fraction`` of the frame height
-  and cropped with the face centred; Dlib's landmarks are found once on the photo and
-  mapped to the canvas.
+  ``face_fraction``: brow-to-chin height over the frame height; ``centre``: where the face
+  centre lands, as fractions of (W, H); ``mirror``: flip the photo left-right (the same
+  person); ``gain``: per-channel (R, G, B) colour gain; ``gamma``: applied to [0, 1]
+  intensities; ``side_light``: brightness slope across the frame, -0.3 (lit from the
+  left) .. 0.3 (from the right).
   """
+  face_fraction: float = 0.45
+  centre: tuple[float, float] = (0.5, 0.5)
+  mirror: bool = False
+  gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
+  gamma: float = 1.0
+  side_light: float = 0.0
+
+
+def astronaut_photo() -> np.ndarray:
+  """scikit-image's astronaut (Eileen Collins), the corpus's one face before 2.0."""
   import skimage.data  # pylint: disable=g-import-not-at-top
+  return skimage.data.astronaut()
+
+
+def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
+                        face_fraction: float = 0.45, photo: np.ndarray | None = None,
+                        look: Look | None = None) -> FaceTemplate:
+  """Places a face photo on a ``frame_size`` (W, H) canvas, GRID-like.
+
+  The photo is scaled so the brow-to-chin height is ``look.face_fraction`` of the frame
+  height and placed with the face centre at ``look.centre``; Dlib's landmarks are found once
+  on the photo and mapped to the canvas. Canvas pixels beyond the photo's edge repeat the
+  edge, blurred with the distance (a soft background, no hard border).
+
+  Args:
+    frame_size: (W, H).
+    face_fraction: used when ``look`` is None.
+    photo: uint8 [h, w, 3] with one face (a crop from :mod:`.faces`); None: the astronaut.
+    look: placement and lighting; None: ``Look(face_fraction)``.
+  """
   width, height = frame_size
-  photo = skimage.data.astronaut()
-  lm_photo = _detect_landmarks(photo)
+  look = Look(face_fraction=face_fraction) if look is None else look
+  astronaut = photo is None
+  photo = astronaut_photo() if astronaut else np.asarray(photo)
+  if look.mirror:
+    photo = np.ascontiguousarray(photo[:, ::-1])
+  # The astronaut keeps the upsampled detection its corpus was made with (same pixels).
+  lm_photo = _detect_landmarks(photo, upsample=1 if astronaut else 0)
   brow_y = lm_photo[17:27, 1].min()
   face_h = lm_photo[8, 1] - brow_y
-  scale = face_fraction * height / face_h
+  scale = look.face_fraction * height / face_h
   centre = np.array([lm_photo[:, 0].mean(), 0.5 * (brow_y + lm_photo[8, 1])])
-  offset = np.array([width / 2.0, height / 2.0]) - scale * centre
+  offset = np.array([look.centre[0] * width, look.centre[1] * height]) - scale * centre
   # Canvas pixel q shows photo point (q - offset) / scale; anti-alias when shrinking.
   sigma = max(0.0, 0.5 * (1.0 / scale - 1.0))
   qy, qx = np.mgrid[0:height, 0:width].astype(np.float64)
   coords = [(qy - offset[1]) / scale, (qx - offset[0]) / scale]
+  # Distance (canvas px) beyond the photo's edge, for the soft background there.
+  ph, pw = photo.shape[:2]
+  beyond = scale * np.maximum(np.maximum(-coords[0], coords[0] - (ph - 1)),
+                              np.maximum(-coords[1], coords[1] - (pw - 1))).clip(0, None)
   channels = []
   for c in range(3):
     chan = photo[..., c].astype(np.float64)
     if sigma > 0:
       chan = ndimage.gaussian_filter(chan, sigma)
-    channels.append(ndimage.map_coordinates(chan, coords, order=3, mode="nearest"))
-  image = np.clip(np.round(np.stack(channels, -1)), 0, 255).astype(np.uint8)
+    chan = ndimage.map_coordinates(chan, coords, order=3, mode="nearest")
+    if beyond.max() > 0:
+      blend = np.clip(beyond / 12.0, 0.0, 1.0)
+      chan = chan * (1 - blend) + ndimage.gaussian_filter(chan, 10.0) * blend
+    channels.append(chan)
+  image = np.stack(channels, -1)
+  if look.gain != (1.0, 1.0, 1.0) or look.gamma != 1.0 or look.side_light != 0.0:
+    # Lighting: colour gain, gamma and a left-right brightness slope.
+    image = np.clip(image / 255.0 * np.asarray(look.gain, np.float64), 0.0, 1.0) ** look.gamma
+    image = 255.0 * image * (1.0 + look.side_light * (qx[..., None] / max(width - 1, 1) - 0.5)
+                             * 2)
+  image = np.clip(np.round(image), 0, 255).astype(np.uint8)
   lm = (lm_photo * scale + offset).astype(np.float32)
+  # Mouth interior: dark red, grey in a grey-scale photo, lit like the rest of the face.
+  interior = np.array([52.0, 16.0, 22.0])
+  if np.abs(np.diff(photo.astype(np.float64), axis=-1)).mean() < 2.0:
+    interior = np.full(3, interior @ np.array([0.299, 0.587, 0.114]))
+  interior = 255.0 * (np.clip(interior / 255.0 * np.asarray(look.gain), 0, 1) ** look.gamma)
 
   face_h = float(lm[8, 1] - lm[17:27, 1].min())
   jaw_w = float(lm[16, 0] - lm[0, 0])
@@ -101,6 +163,14 @@ def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
   gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
   r = np.sqrt(((gx - hc[0]) / rx) ** 2 + ((gy - hc[1]) / ry) ** 2)
   weight = 0.5 + 0.5 * np.cos(np.pi * np.clip((r - 0.75) / 0.3, 0.0, 1.0))
+  if not astronaut:
+    # Nobody else of a group photo appears in this speaker's frames (a neighbour may be
+    # another speaker, even a held-out one): beyond the head the photo is blurred past
+    # recognition, like a shallow depth of field.
+    keep = (0.5 + 0.5 * np.cos(np.pi * np.clip((r - 0.85) / 0.3, 0.0, 1.0)))[..., None]
+    blurred = np.stack([ndimage.gaussian_filter(image[..., c].astype(np.float32),
+                                                0.1 * face_h) for c in range(3)], -1)
+    image = np.clip(np.round(image * keep + blurred * (1 - keep)), 0, 255).astype(np.uint8)
   # Only pixels that can move are resampled per frame (the rest is static background).
   pixels = np.nonzero(weight.ravel() > 0)[0]
 
@@ -115,7 +185,7 @@ def build_face_template(frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
       max_open=0.4 * mouth_w,
       box=(float(lm[33, 1]), float(lm[8, 1] + 0.3 * face_h),
            float(lm[0, 0]), float(lm[16, 0])),
-      colour=np.array([52.0, 16.0, 22.0], np.float32))
+      colour=interior.astype(np.float32))
   eyes = []
   for idx in ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47)):
     p = lm[list(idx)].astype(np.float64)

@@ -30,6 +30,13 @@ _LETTER_SPELLING = {"a": "eh"}
 # variants measured to be bit-exact across processes are used.
 VOICES = ("en+m1", "en+f1", "en+m3", "en+f4", "en+m7", "en+m2", "en+m4", "en+m5",
           "en+m6", "en")
+# The many-identity corpus draws each speaker's voice from every English accent espeak-ng
+# ships (British, American, Scottish, RP, Caribbean, Lancastrian, West Midlands, New York)
+# times the bit-exact variants above (measured: same bytes in two fresh processes).
+ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan",
+           "en-gb-x-gbcwmd", "en-us-nyc")
+VOICE_VARIANTS = ("", "+m1", "+m2", "+m3", "+m4", "+m5", "+m6", "+m7", "+f1", "+f4")
+ACCENT_VOICES = tuple(a + v for a in ACCENTS for v in VOICE_VARIANTS)
 
 
 
