@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import synthetic as synthetic_config
 from data_prep import build
 from data_prep import face
 from data_prep import photo
+from data_prep import prepare
 from data_prep import readers
 from data_prep import video
 from data_prep.synthetic import corpus
@@ -302,3 +304,16 @@ def test_photo_corpus_end_to_end_from_cached_photos(tmp_path, astronaut, monkeyp
   with pytest.raises(ValueError, match="other parameters"):
     corpus.generate_corpus(root, 2, 1, seed=1, faces="photos", num_heldout=0,
                            photo_cache_dir=str(cache))
+
+
+def test_synthetic_config_describes_a_speaker_independent_build():
+  for variant in ("", "tiny"):
+    config = synthetic_config.get_config(variant)
+    assert config.data.synthetic.faces == "photos"
+    assert 0 < config.data.synthetic.num_heldout < config.data.synthetic.num_speakers
+    options = prepare.build_options(config)
+    assert options["split_rule"] == "speakers+sentences"
+    assert options["heldout_speakers"] is None  # The corpus's own held-out speakers.
+    build.BuildConfig.create(**options)  # Valid build parameters.
+  with pytest.raises(ValueError, match="unknown variant"):
+    synthetic_config.get_config("huge")
