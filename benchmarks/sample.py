@@ -96,11 +96,11 @@ def profile(config, num_samples: int, reps: int) -> dict:
       "audio encoder + prior (chunk / C)": _timed(
           apply(talkface.TalkFace.prior_chunk), variables, jnp.asarray(mfcc[:, 1:]),
           prior_carry, reps=reps) / chunk,
-      "frame encoder": _timed(apply(lambda m, x: m.frame_encoder(x, False)), variables,
+      "frame encoder": _timed(apply(lambda m, x, train: m.frame_encoder(x, train)), variables,
                               frames, reps=reps),
-      "predictor LSTMs": _timed(apply(lambda m, c, zz, s: m.predictor(c, zz, s)), variables,
+      "predictor LSTMs": _timed(apply(lambda m, c, zz, s, train: m.predictor(c, zz, s)), variables,
                                 codes, z, carry, reps=reps),
-      "decoder": _timed(apply(lambda m, c, ctx: m.frame_decoder(c, ctx, False)), variables,
+      "decoder": _timed(apply(lambda m, c, ctx, train: m.frame_decoder(c, ctx, train)), variables,
                         codes.reshape(rows, 1, -1), context, reps=reps),
   }
   state = generator._start(variables, frames)  # pylint: disable=protected-access
