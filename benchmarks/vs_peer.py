@@ -12,7 +12,7 @@ medians are compared. Both train on the same shapes: the release's batch of 5 se
 Printed per contestant: step time, predicted frames/s, GFLOP per predicted frame (ours: XLA's
 cost analysis of the compiled step, every op; the peer: torch's FlopCounterMode, convolutions
 and matmuls of forward and backward) and the achieved share of a jitted f32 2048^3 matmul
-measured in the same run; then the ratio of the fastest peer's step time to each contestant's
+timed in every round beside the steps; then the ratio of the fastest peer's step time to each contestant's
 (> 1: faster than the peer). The peer runs with one torch thread per core and with one
 thread: on a machine that other jobs share, torch's OpenMP threads wait on each other and one
 thread can be 2-4x faster than two, so the peer's best is the fair reference.
@@ -49,10 +49,13 @@ def _peer(resolution: int, batch: int, seq_len: int, threads: int):
   return run, flops
 
 
-def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads, reps: int,
-            peak: float):
+def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads, reps: int):
   """Times the peer (per thread count) and our step (per ``conv_impls``) interleaved; prints
-  one row each, with the fastest peer's step time over each contestant's."""
+  one row each, with the fastest peer's step time over each contestant's.
+
+  Each round also times the jitted f32 2048^3 matmul (best of 3), so the peak that the
+  "%peak" column divides by is measured under the same load as the steps (median of rounds).
+  """
   contestants = {}
   for threads in peer_threads:
     print(f"  {resolution} px: building the peer ({threads} threads) and its warm-up step",
@@ -65,8 +68,10 @@ def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads,
     run()  # Warm-up.
     contestants[f"ours {impl}"] = (run, info["flops"])
   times = {name: [] for name in contestants}
+  peaks = []
   for rep in range(reps):
     print(f"  {resolution} px: timed round {rep + 1}/{reps}", file=sys.stderr, flush=True)
+    peaks.append(train_step.matmul_peak_gflops("float32", reps=3))
     for name, (run, _) in contestants.items():
       start = time.perf_counter()
       run()
@@ -74,6 +79,9 @@ def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads,
   frames = batch * (seq_len - 1)
   medians = {name: float(np.median(t)) for name, t in times.items()}
   peer_s = min(t for name, t in medians.items() if name.startswith("torch"))
+  peak = float(np.median(peaks))
+  print(f"{resolution:4d} {'f32 matmul 2048^3':18s} {'':8s} {'':10s} {'':12s} {peak:8.1f} "
+        f"{100.0:6.1f}%  {'':8s} [{', '.join(f'{p:.0f}' for p in peaks)} GFLOP/s]", flush=True)
   for name, (_, flops) in contestants.items():
     step_s = medians[name]
     gflops = flops / step_s / 1e9
@@ -97,19 +105,17 @@ def main():
   args = parser.parse_args()
   peer_threads = ([int(t) for t in args.peer_threads.split(",")] if args.peer_threads
                   else sorted({os.cpu_count() or 1, 1}, reverse=True))
-  peak = train_step.matmul_peak_gflops("float32")
   print(machine.describe())
   print(f"jax={jax.__version__} torch={torch.__version__} "
         f"(cpu capability {torch.backends.cpu.get_cpu_capability()}) "
-        f"jitted f32 2048^3 matmul={peak:.1f} GFLOP/s; B={args.batch_size} T={args.seq_len}: "
+        f"B={args.batch_size} T={args.seq_len}: "
         f"{args.batch_size * (args.seq_len - 1)} predicted frames per step")
   print(f"{'res':>4s} {'contestant':18s} {'step s':>8s} {'pred fr/s':>10s} "
         f"{'GFLOP/pr fr':>12s} {'GFLOP/s':>8s} {'%peak':>7s} {'peer/x':>8s}  [steps]  (peer/x: the fastest peer's step time / this one's)")
   for res in (int(r) for r in args.resolutions.split(",")):
     compare(res, args.batch_size, args.seq_len, args.conv_impl.split(","), peer_threads,
-            args.reps, peak)
-  print(f"done; matmul peak again {train_step.matmul_peak_gflops('float32'):.1f} GFLOP/s, "
-        f"load={machine.load()}")
+            args.reps)
+  print(f"done, load={machine.load()}")
 
 
 if __name__ == "__main__":
