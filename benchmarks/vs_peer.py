@@ -29,11 +29,15 @@ import time
 
 import jax
 import numpy as np
-import torch
 
-from benchmarks import machine
-from benchmarks import torch_peer
-from benchmarks import train_step
+try:
+  import torch
+except ImportError:
+  sys.exit("benchmarks/vs_peer.py needs torch (the bench extra): pip install -e '.[bench]'")
+
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _peer(resolution: int, batch: int, seq_len: int, threads: int):
