@@ -46,5 +46,8 @@ setuptools.setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.8"],
         # data_prep.build --runner=beam (DirectRunner locally; Dataflow/Flink/Spark on a cluster).
         "beam": ["apache-beam==2.77.0"],
+        # benchmarks/vs_peer.py only: the PyTorch peer of the authors' release. Not needed by the
+        # package or its tests; a CPU-only torch build (PyTorch's CPU wheel index) is enough.
+        "bench": ["torch>=2.4"],
     },
 )

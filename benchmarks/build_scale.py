@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from benchmarks import machine
 from data_prep import schema
 from data_prep import shards
 
@@ -184,7 +185,8 @@ def main(argv=None):
   p.add_argument("--storage_examples", type=int, default=200)
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
-  result = {"cpu": _cpu(), "nproc": os.cpu_count(), "load_before": os.getloadavg(),
+  result = {"cpu": machine.cpu_model(), "isa": machine.cpu_isa(), "nproc": os.cpu_count(),
+            "load_before": os.getloadavg(),
             "runs": []}
   runners = args.runners.split(",")
   for round_ in range(args.repeats):
@@ -202,14 +204,6 @@ def main(argv=None):
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1)
-
-
-def _cpu() -> str:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next(l.split(":", 1)[1].strip() for l in out.splitlines() if "Model name" in l)
-  except (OSError, StopIteration):
-    return "unknown"
 
 
 if __name__ == "__main__":

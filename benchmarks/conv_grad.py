@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from benchmarks import machine
 from talkface_jax.ops import conv
 
 # (label, spatial size, C_in, C_out, kernel, padding).
@@ -137,6 +138,7 @@ def main():
   if args.layers:
     layers = [LAYERS[int(i)] for i in args.layers.split(',')]
 
+  print(machine.describe())
   print(f'backend={jax.default_backend()} devices={jax.devices()} '
         f'batch={args.batch} dtype={dtype.name} reps={args.reps}')
   peak = matmul_peak(args.reps)

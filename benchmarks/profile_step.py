@@ -18,7 +18,6 @@ them alike; each figure is the median. The load average is printed with the figu
 
 import argparse
 import functools
-import os
 import time
 
 import flax.linen as nn
@@ -26,12 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import machine
 from benchmarks import train_step as train_bench
 from talkface_jax.models import audio, image, layers, recurrent
-
-
-def load_average() -> str:
-  return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _grad_fn(module: nn.Module, *args, **kwargs):
@@ -206,9 +202,10 @@ def main():
   if args.reference:
     fns = {k: v for pair in zip(fns.items(), compile_parts(build, reference=True).items())
            for k, v in pair}
+  print(machine.describe())
   print(f"config={args.config} B={args.batch_size} T={args.seq_len} "
         f"res={config.model.resolution} widths={tuple(config.model.encoder_widths)} "
-        f"conv={args.conv_impl} load before: {load_average()}", flush=True)
+        f"conv={args.conv_impl} load before: {machine.load()}", flush=True)
   times = time_round_robin(fns, args.reps)
   total = 0.0
   for name, t in times.items():
@@ -216,7 +213,7 @@ def main():
     if not name.startswith(("step", "pool", "upsample", "bn")) and ":ref" not in name:
       total += med
     print(f"  {name:22s} {1e3 * med:9.1f} ms median  (min {1e3 * min(t):9.1f})", flush=True)
-  print(f"  sum of model parts     {1e3 * total:9.1f} ms   load after: {load_average()}")
+  print(f"  sum of model parts     {1e3 * total:9.1f} ms   load after: {machine.load()}")
 
 
 def _step_fn(config):

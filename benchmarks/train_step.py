@@ -7,8 +7,11 @@ achieved GFLOP/s as a fraction of a matmul peak measured in the same run.
   python -m benchmarks.train_step --config=configs/grid.py --batch_size=40 --seq_len=75 \
       --dtype=bfloat16 --peak_tflops=989     # an H100 SXM: MFU against its bf16 dense peak
 
-Frames/s counts the frames of the sequences consumed per second (batch x seq_len), the same
-unit as the release's timing. Figures belong in BENCHMARKS.md with the machine and versions.
+Frames/s counts predicted frames per second: B x (T-1) per step, since frame 0 of each sequence
+is the identity frame the others are predicted from (the release's loop predicts the same
+T-1). GFLOP/frame is per predicted frame. Figures belong in BENCHMARKS.md with the header line
+(CPU model, ISA, load) and versions. ``benchmarks/vs_peer.py`` times this step against a PyTorch
+peer of the authors' release in the same run.
 """
 
 import argparse
@@ -24,6 +27,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 from talkface_jax import parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from talkface_jax.models import talkface  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -35,6 +39,22 @@ def load_config(spec: str):
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(variant) if variant else module.get_config()
+
+
+def release_config(resolution: int, batch_size: int = 5, seq_len: int = 10,
+                   conv_impl: str = "auto"):
+  """configs/grid.py at the release's sizes: widths (64, 128, 256, 512, 512) at 128x128, the
+  first four at 64x64 (one stage fewer); ``batch_size`` sequences of ``seq_len`` frames."""
+  config = load_config("configs/grid.py")
+  config.model.resolution = resolution
+  if resolution == 64:
+    config.model.encoder_widths = tuple(config.model.encoder_widths)[:4]
+  elif resolution != 128:
+    raise ValueError(f"the release has 64 and 128 px models, not {resolution}")
+  config.model.conv_impl = conv_impl
+  config.train.batch_size = batch_size
+  config.data.seq_len = seq_len
+  return config
 
 
 def matmul_peak_gflops(dtype: str = "float32", n: int = 0, reps: int = 5) -> float:
@@ -60,32 +80,54 @@ def random_batch(config, mesh) -> dict[str, jax.Array]:
       "mfcc": rng.normal(size=(b, t, 28, 12)).astype(np.float32)}, mesh)
 
 
-def bench(config, steps: int) -> dict:
+def predicted_frames(config) -> int:
+  """Frames a training step predicts: B x (T-1) (frame 0 of each sequence is the identity)."""
+  return config.train.batch_size * (config.data.seq_len - 1)
+
+
+def prepare(config):
+  """Compiles the train step of ``config`` on a random batch.
+
+  Returns:
+    ``(run, info)``: ``run()`` runs one step and waits for it (the state advances, as in
+    training); ``info`` holds ``flops`` per step (XLA's cost analysis of the compiled step) and
+    ``compile_s``.
+  """
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)
   tx = train.make_optimizer(config)
   state = train.create_train_state(config, model, tx, mesh)
   step_fn = train.jit_train_step(config, model, tx, mesh, jax.tree.map(lambda x: x.sharding,
                                                                        state))
-  b, t = config.train.batch_size, config.data.seq_len
   batch = random_batch(config, mesh)
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", float("nan")))
-  state, metrics = compiled(state, batch)  # Warm-up.
-  jax.block_until_ready(metrics)
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], batch)
+    jax.block_until_ready(metrics)
+
+  return run, {"flops": float(cost.get("flops", float("nan"))), "compile_s": compile_s}
+
+
+def bench(config, steps: int) -> dict:
+  """Median step time of ``steps`` steps after one warm-up step, and the derived rates."""
+  run, info = prepare(config)
+  run()  # Warm-up.
   times = []
   for _ in range(steps):
     start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
+    run()
     times.append(time.perf_counter() - start)
   step_s = float(np.median(times))
-  return {"step_s": step_s, "frames_per_s": b * t / step_s, "gflop_per_frame": flops / (b * t) / 1e9,
-          "gflops": flops / step_s / 1e9, "compile_s": compile_s}
+  frames = predicted_frames(config)
+  return {"step_s": step_s, "frames_per_s": frames / step_s,
+          "gflop_per_frame": info["flops"] / frames / 1e9,
+          "gflops": info["flops"] / step_s / 1e9, "compile_s": info["compile_s"]}
 
 
 def main():
@@ -105,11 +147,12 @@ def main():
   args = parser.parse_args()
 
   peak = matmul_peak_gflops(args.dtype)
+  print(machine.describe())
   print(f"backend={jax.default_backend()} devices={jax.device_count()} "
         f"device={jax.devices()[0].device_kind} jax={jax.__version__} "
         f"matmul_peak({args.dtype})={peak:.1f} GFLOP/s load={os.getloadavg()[0]:.2f}")
   print(f"{'config':28s} {'conv':10s} {'B':>3s} {'T':>3s} {'res':>4s} {'step s':>8s} "
-        f"{'frames/s':>9s} {'GFLOP/frame':>12s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}"
+        f"{'pred fr/s':>9s} {'GFLOP/pr fr':>12s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}"
         + (f" {'MFU':>6s}" if args.peak_tflops else ""))
   for impl in args.conv_impl.split(","):
     config = load_config(args.config)

@@ -49,8 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Compute dtype: float32, or bfloat16 on GPU/TPU.
   # Conv weight gradients: xla (native) | fast_wgrad (matmuls, ops/conv.py, every layer) |
   # auto (on CPU: matmuls on maps of 32x32 and larger, native elsewhere; on GPU/TPU: native).
-  # grid.py/lrw.py use auto (train step at 128x128 on an idle 2-core CPU: 2.74 vs 2.47
-  # frames/s, BENCHMARKS.md); the small demo/tiny models measured no gain.
+  # grid.py/lrw.py use auto (train step at 128x128 on an idle 2-core AVX2 CPU: 18.3 vs 20.2
+  # s/step, BENCHMARKS.md); the small demo/tiny models measured no gain.
   config.model.conv_impl = "xla"
   # The prior of z_t: 'audio' is the paper's q_a(z_t | a_1..t), z_t drawn afresh each frame;
   # 'learned' is SVG-LP's learned prior, whose LSTM also sees the previous frame's code
