@@ -139,7 +139,7 @@ _FIELDS = {
     "identity_distance_worst_clip", "identity_under_threshold", "identity_face_found",
     "truth_identity_distance_median", "truth_identity_distance_worst_clip",
     "truth_identity_under_threshold", "truth_identity_face_found",
-    "identity_clips_unmeasured"}
+    "identity_clips_unmeasured", "closed_fraction_baseline", "closed_with_baseline"}
 
 
 class _EchoGenerator:
