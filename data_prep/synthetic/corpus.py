@@ -17,7 +17,7 @@ from scipy import signal
 
 from data_prep.synthetic.motion import CLIP_SECONDS, FPS, NUM_FRAMES, blink_curve, mouth_curve
 from data_prep.synthetic.motion import sway_curves
-from data_prep.synthetic import faces as face_photos
+import data_prep.synthetic.faces as face_photos
 from data_prep.synthetic.render import DEFAULT_FRAME_SIZE, FaceTemplate, Look
 from data_prep.synthetic.render import build_face_template, render_clip
 from data_prep.synthetic.speech import ADVERBS, COLOURS, COMMANDS, DIGITS, PREPOSITIONS
