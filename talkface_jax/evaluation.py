@@ -171,8 +171,9 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening),
-    'eye_opening' [K, T-1] (Dlib eye aspect ratio per frame) and, with masks, a scalar per diversity region, 'agreement_mouth', 'agreement_eyes' (nan
-    when no pair of curves has a defined r) and ``metrics.sample_variation``'s figures; with
+    'eye_opening' [K, T-1] (Dlib eye aspect ratio per frame) and, with masks, a scalar per
+    diversity region, 'agreement_mouth', 'agreement_eyes' (nan when no pair of curves has a
+    defined r) and ``metrics.sample_variation``'s figures; with
     ``identity_frames``, 'identity_checked' (True) and ``identity_distances``' arrays.
   """
   num_samples, num_frames, size = samples.shape[:3]
