@@ -12,6 +12,9 @@ writes sample videos of both kinds. What it measures: BENCHMARKS.md, "generaliza
 
 The model and the training loop are the demo's (``configs/demo.py``); this config changes
 the data and the length of training. Variant ``:tiny`` is the same path at test size.
+Measured (BENCHMARKS.md, "generalization"): at 3000 steps this model holds the identity frame
+(lip-sync r ~0 for seen and unseen speakers), and the run took 1 h 37 min on a shared 2-core
+machine: neither the issue's targets nor its 60-minute budget are met yet.
 """
 
 from configs import demo
