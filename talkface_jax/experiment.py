@@ -157,7 +157,8 @@ def format_summary(results: dict, workdir: str) -> str:
         f" (clips {_fmt(ev['closed_fraction_truth'])}); overlap of two samples' blinks "
         f"{_fmt(ev['blink_overlap'])}; closed frames shared with the deterministic video "
         f"{_fmt(ev.get('closed_with_baseline'))}\n  head: diversity "
-        f"{_fmt(ev['head_diversity'])} px, motion {_fmt(ev['head_motion_samples'])} px (clips {_fmt(ev['head_motion_truth'])}); eye "
+        f"{_fmt(ev['head_diversity'])} px, motion {_fmt(ev['head_motion_samples'])} px "
+        f"(clips {_fmt(ev['head_motion_truth'])}); eye "
         f"MSE best of K {_fmt(ev['mse_eyes_best_of_k'])} vs deterministic "
         f"{_fmt(ev['deterministic_mse_eyes'])}")
   sync = results.get("synthetic_lip_sync")

@@ -98,9 +98,7 @@ class InputPipeline:
 
   def check_split(self, split: str) -> None:
     """Raises UserError if the shards have no split ``split``."""
-    if split not in self.builder.info.splits:
-      raise errors.UserError(f"{self.config.data.dir}: no split {split!r} (has "
-                             f"{list(self.builder.info.splits)})")
+    check_split(self.builder, self.config.data.dir, split)
 
   # -- reading ----------------------------------------------------------------------------------
 
@@ -183,15 +181,19 @@ class InputPipeline:
                        f"for this process")
 
 
+def check_split(builder: tfds.core.DatasetBuilder, data_dir: str, split: str) -> None:
+  """Raises UserError if the shards in ``data_dir`` (``builder``) have no split ``split``."""
+  if split not in builder.info.splits:
+    raise errors.UserError(f"{data_dir}: no split {split!r} (has {list(builder.info.splits)})")
+
+
 def example_speakers(config: ml_collections.ConfigDict, split: str) -> list[str]:
   """The speaker of every example of ``split``, in the order ``load_clips`` reads them.
 
   Only the speaker feature is decoded (no frames), so this is cheap next to loading clips.
   """
   builder = load_builder(config)
-  if split not in builder.info.splits:
-    raise errors.UserError(f"{config.data.dir}: no split {split!r} (has "
-                           f"{list(builder.info.splits)})")
+  check_split(builder, config.data.dir, split)
   dataset = builder.as_dataset(split=split,
                                decoders=tfds.decode.PartialDecoding({"speaker": True}))
   return [example["speaker"].decode() for example in dataset.as_numpy_iterator()]
@@ -217,9 +219,7 @@ def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
       the same as without ``strata``.
   """
   builder = load_builder(config)
-  if split not in builder.info.splits:
-    raise errors.UserError(f"{config.data.dir}: no split {split!r} (has "
-                           f"{list(builder.info.splits)})")
+  check_split(builder, config.data.dir, split)
   total = builder.info.splits[split].num_examples
   if strata is not None and len(strata) != total:
     raise ValueError(f"{len(strata)} strata for the {total} examples of {split!r}")
