@@ -158,7 +158,8 @@ def identity_distances(samples: np.ndarray, truth: np.ndarray, count: int) -> di
 
 def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
                masks: tuple[tuple[str, ...], np.ndarray] | None,
-               identity_frames: int = 0) -> dict[str, np.ndarray]:
+               identity_frames: int = 0,
+               baseline_eyes: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Scores K generated videos of one clip (frame 0 excluded).
 
   Args:
@@ -168,6 +169,8 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
       (``data_prep.face.landmarks_on_aligned``).
     masks: ``region_masks`` for diversity, or None to skip it and the agreement (K = 1).
     identity_frames: frames per video scored for identity (``identity_distances``); 0 skips.
+    baseline_eyes: [T-1] eye openings of the clip's deterministic video ('eye_opening' of its
+      ``score_clip``), for ``metrics.sample_variation``'s drawn-or-decided figures.
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening),
@@ -200,7 +203,7 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
     scores["agreement_mouth"] = metrics.mean_pairwise_r(opening)
     scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
     scores.update(metrics.sample_variation(eyes, face.eye_opening(truth_landmarks), fitted,
-                                           truth_landmarks))
+                                           truth_landmarks, baseline_eyes))
   if identity_frames > 0:
     scores["identity_checked"] = True
     scores.update(identity_distances(samples, clip["frames"], identity_frames))
@@ -360,12 +363,9 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
       unit="clip", leave=False):
     truth_landmarks = face.landmarks_on_aligned(clip["frames"][1:])
     held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
-    stochastic = score_clip(samples, clip, truth_landmarks, masks, identity_frames)
     deterministic = score_clip(baseline, clip, truth_landmarks, None)
-    if masks is not None:
-      stochastic.update(metrics.closed_with_baseline(
-          stochastic["eye_opening"], deterministic["eye_opening"][0],
-          face.eye_opening(truth_landmarks)))
+    stochastic = score_clip(samples, clip, truth_landmarks, masks, identity_frames,
+                            deterministic["eye_opening"][0])
     scored.append((stochastic, deterministic, frame_scores(held, clip["frames"])))
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)
@@ -430,8 +430,9 @@ def speaker_strata(config: ml_collections.ConfigDict) -> tuple[list[str] | None,
   seen = seen_speakers_of(config)
   if seen is None:
     return None, None
+  seen_set = set(seen)
   speakers = input_pipeline.example_speakers(config, config.data.eval_split)
-  return seen, ["seen" if speaker in set(seen) else "unseen" for speaker in speakers]
+  return seen, ["seen" if speaker in seen_set else "unseen" for speaker in speakers]
 
 
 def evaluate(generator: inference.Generator, workdir: str) -> dict | None:

@@ -405,8 +405,8 @@ def region_mse(videos: ArrayLike, truth: ArrayLike, mask: ArrayLike) -> np.ndarr
 
 
 def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
-                     sample_landmarks: ArrayLike, truth_landmarks: ArrayLike
-                     ) -> dict[str, float]:
+                     sample_landmarks: ArrayLike, truth_landmarks: ArrayLike,
+                     baseline_eyes: Optional[ArrayLike] = None) -> dict[str, float]:
   """Blink and head figures of one clip's K samples against its ground truth.
 
   Args:
@@ -414,6 +414,7 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
     truth_eyes: [T] eye openings of the ground-truth frames; their median is the open level.
     sample_landmarks: [K, T, 68, 2] Dlib landmarks of the samples.
     truth_landmarks: [T, 68, 2] Dlib landmarks of the ground truth.
+    baseline_eyes: optional [T] eye openings of the clip's deterministic video.
 
   Returns:
     'closed_fraction_samples' / 'closed_fraction_truth': fraction of frames with closed eyes;
@@ -421,7 +422,8 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
     if the ground truth has one, else 0.0; 'blink_overlap' (nan without a pair of blinking
     samples) and 'blink_pairs' (``blink_overlap``); 'head_diversity': pairwise distance of the
     samples' head trajectories (pixels); 'head_motion_samples' / 'head_motion_truth': mean
-    ``head_motion`` of the samples / of the ground truth (pixels).
+    ``head_motion`` of the samples / of the ground truth (pixels); with ``baseline_eyes``,
+    ``closed_with_baseline``'s figures.
   """
   truth_eyes = np.asarray(truth_eyes, np.float64)
   level = float(np.median(truth_eyes))
@@ -429,6 +431,8 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
   truth_closed = closed_eyes(truth_eyes, level)
   overlap, pairs = blink_overlap(closed)
   trajectories = head_trajectory(sample_landmarks)
+  drawn_or_decided = ({} if baseline_eyes is None else
+                      closed_with_baseline(sample_eyes, baseline_eyes, truth_eyes))
   return {
       'closed_fraction_samples': float(closed.mean()),
       'closed_fraction_truth': float(truth_closed.mean()),
@@ -439,6 +443,7 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
       'head_diversity': pairwise_trajectory_distance(trajectories),
       'head_motion_samples': float(head_motion(trajectories).mean()),
       'head_motion_truth': float(head_motion(head_trajectory(truth_landmarks))),
+      **drawn_or_decided,
   }
 
 
