@@ -89,7 +89,8 @@ def profile(config, num_samples: int, reps: int) -> dict:
   apply = lambda method: jax.jit(lambda v, *a: model.apply(v, *a, train=False, method=method))
   context = apply(talkface.TalkFace.identity_context)(variables, frames)
   codes = jnp.zeros((rows, 1, model.g_dim), model.dtype)
-  z = jnp.zeros((rows, 1, model.z_dim), model.dtype)
+  z_width = model.z_dim + (model.audio_dim if model.audio_to_predictor else 0)
+  z = jnp.zeros((rows, 1, z_width), model.dtype)
   carry = recurrent.zero_carry(rows, model.rnn_size, model.predictor_layers, model.dtype)
   prior_carry = recurrent.zero_carry(rows, model.rnn_size, model.posterior_layers, model.dtype)
   out = {

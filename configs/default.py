@@ -65,6 +65,10 @@ def get_config() -> ml_collections.ConfigDict:
   # an untrained model outputs the identity frame and learns only what moves;
   # models/image.py).
   config.model.decoder_output = "direct"
+  # Beyond the paper: the frame predictor also sees this frame's audio code, so the audio
+  # reaches the frames directly (trained by the reconstruction error) and not only through
+  # the prior's match of the frame posterior (models/talkface.py).
+  config.model.audio_to_predictor = False
 
   config.loss = ml_collections.ConfigDict()
   config.loss.reconstruction_weight = 1.0  # lambda: weight of the per-frame MSE.

@@ -269,3 +269,37 @@ def test_residual_decoder_starts_at_the_identity_frame_and_learns():
   assert np.abs(np.asarray(out.frames) - identity).max() > 0.1
   with pytest.raises(ValueError, match="decoder_output='mask'"):
     _tiny_model(decoder_output="mask")
+
+
+@pytest.mark.slow  # Compiles three models' training and generation passes (~1.5 min).
+def test_audio_to_predictor_makes_the_frames_depend_on_the_audio():
+  """The paper's teacher-forced frames do not depend on the audio (z comes from the frame
+  posterior; the audio only reaches the KL); with ``audio_to_predictor`` they do, and
+  generation (both priors, chunked or not) runs with the wider predictor input."""
+  rng = np.random.default_rng(5)
+  frames = jnp.asarray(rng.uniform(size=(2, 5, 64, 64, 3)), jnp.float32)
+  mfcc = jnp.asarray(rng.normal(size=(2, 5, 28, 12)), jnp.float32)
+  other = mfcc + jnp.asarray(rng.normal(size=mfcc.shape), jnp.float32)
+  rngs = {"latent": jax.random.key(6)}
+  for audio_to_predictor, prior in ((False, "audio"), (True, "audio"), (True, "learned")):
+    # BN + ReLU in the audio encoder: the release's plain convs at init give codes ~1e-6.
+    model = _tiny_model(bn_momentum=0.0, audio_to_predictor=audio_to_predictor, prior=prior,
+                        audio_bn_relu=True)
+    variables = _init_tiny(model, frames, mfcc)
+    run = lambda m: np.asarray(model.apply(variables, frames, m, train=False, rngs=rngs).frames)
+    differ = np.abs(run(mfcc) - run(other)).max()
+    assert (differ > 1e-4) == audio_to_predictor, (audio_to_predictor, prior, differ)
+    if audio_to_predictor:
+      gen = functools.partial(talkface.generate, model, variables, frames[:, 0],
+                              key=jax.random.key(7), num_samples=2, deterministic=True)
+      np.testing.assert_allclose(np.asarray(gen(mfcc=mfcc)[:, :, 1:]).shape,
+                                 (2, 2, 4, 64, 64, 3))
+      assert np.abs(np.asarray(gen(mfcc=mfcc)) - np.asarray(gen(mfcc=other))).max() > 1e-4
+      state = talkface.start_generation(model, variables, frames[:, 0], 2)
+      state, first = talkface.generate_chunk(model, variables, state, mfcc[:, 1:3],
+                                             jax.random.key(7))
+      _, second = talkface.generate_chunk(model, variables, state, mfcc[:, 3:],
+                                          jax.random.key(7))
+      whole = talkface.generate(model, variables, frames[:, 0], mfcc, jax.random.key(7), 2)
+      np.testing.assert_allclose(np.concatenate([first, second], axis=2),
+                                 np.asarray(whole[:, :, 1:]), atol=1e-5)

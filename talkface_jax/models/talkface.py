@@ -9,7 +9,9 @@ Per time step t = 1..T-1 of a clip with identity frame f_0:
   the previous TRUE frame in training and the previous GENERATED frame at generation, so a
   draw that starts a blink is seen by the next step's prior, which can continue it;
 * frame predictor: LSTM over ``[Enc_f(f_{t-1}), z_t]`` -> code of f_t, decoded with the
-  identity frame's skips.
+  identity frame's skips; with ``audio_to_predictor`` (beyond the paper) over
+  ``[Enc_f(f_{t-1}), z_t, Enc_a(a_t)]``, so the audio reaches the frames directly, trained by
+  the reconstruction error, and not only through the prior's match of the frame posterior.
 
 ``__call__`` is the teacher-forced training pass (previous frame = ground truth, z from the
 frame posterior). ``generate`` draws z from the audio prior and feeds each generated frame
@@ -64,6 +66,7 @@ class TalkFace(nn.Module):
   prior: str  # 'audio' (paper) or 'learned' (also sees the previous frame's code).
   latent_correlation: float  # AR(1) coefficient of the generation noise over time.
   decoder_output: str = "direct"  # 'direct' (paper) or 'residual' on the identity frame.
+  audio_to_predictor: bool = False  # The predictor also sees this frame's audio code.
 
   def setup(self):
     common = dict(bn_momentum=self.bn_momentum, dtype=self.dtype, conv_impl=self.conv_impl)
@@ -99,17 +102,24 @@ class TalkFace(nn.Module):
     context = self.frame_decoder.identity_context(identity_skips, frames[:, 0])
 
     _, post_mu, post_logvar = self.frame_posterior(codes[:, 1:])
-    prior_inputs = self.encode_audio(mfcc[:, 1:], train)
+    audio = self.encode_audio(mfcc[:, 1:], train)
+    prior_inputs = audio
     if self.prior == "learned":  # Teacher forcing: the previous true frame's code.
-      prior_inputs = jnp.concatenate([prior_inputs, codes[:, :-1].astype(prior_inputs.dtype)],
-                                     axis=-1)
+      prior_inputs = jnp.concatenate([audio, codes[:, :-1].astype(audio.dtype)], axis=-1)
     _, prior_mu, prior_logvar = self.audio_prior(prior_inputs)
     eps = jax.random.normal(self.make_rng("latent"), post_mu.shape, post_mu.dtype)
     z = post_mu + jnp.exp(0.5 * post_logvar) * eps
 
-    _, predicted = self.predictor(codes[:, :-1], z)
+    _, predicted = self.predictor(codes[:, :-1], self.predictor_latent(z, audio))
     recon = self.frame_decoder(predicted, context, train)
     return TrainOutput(recon, post_mu, post_logvar, prior_mu, prior_logvar)
+
+  def predictor_latent(self, z: jax.Array, audio: jax.Array) -> jax.Array:
+    """The predictor's input besides the previous code: z, or [z, audio code] with
+    ``audio_to_predictor``; [..., z_dim] and [..., audio_dim] with equal leading axes."""
+    if not self.audio_to_predictor:
+      return z
+    return jnp.concatenate([z, audio.astype(z.dtype)], axis=-1)
 
   def encode_audio(self, mfcc: jax.Array, train: bool) -> jax.Array:
     """[B, T, 28, 12] -> [B, T, audio_dim], all windows in one batch."""
@@ -126,15 +136,18 @@ class TalkFace(nn.Module):
     return self.frame_decoder.identity_context(skips, frame0)
 
   def prior_chunk(self, mfcc: jax.Array, carry, train: bool):
-    """Audio prior over a chunk of windows [B, C, 28, 12] -> (carry, mu, logvar [B, C, z])."""
-    return self.audio_prior(self.encode_audio(mfcc, train), carry)
+    """Audio prior over a chunk of windows [B, C, 28, 12] -> (carry, mu, logvar [B, C, z],
+    audio codes [B, C, audio_dim])."""
+    audio = self.encode_audio(mfcc, train)
+    carry, mu, logvar = self.audio_prior(audio, carry)
+    return carry, mu, logvar, audio
 
   def predict_frame(self, prev_frames: jax.Array, z: jax.Array, context, carry, train: bool):
     """One generation step for K samples of B inputs.
 
     Args:
       prev_frames: [B, K, H, W, 3], the previous (generated) frames.
-      z: [B, K, z_dim].
+      z: [B, K, z_dim], or ``predictor_latent``'s [B, K, z_dim + audio_dim].
       context: ``identity_context`` of the B inputs.
       carry: predictor LSTM state of the B * K sequences.
       train: BatchNorm mode.
@@ -171,6 +184,7 @@ class TalkFace(nn.Module):
     prior_in = jnp.concatenate([audio.reshape(b * k, -1), codes.astype(audio.dtype)], -1)
     prior_carry, mu, logvar = self.audio_prior(prior_in[:, None], prior_carry)
     z = mu + jnp.exp(0.5 * logvar) * eps.reshape(b * k, 1, -1)
+    z = self.predictor_latent(z, audio.reshape(b * k, 1, -1))
     predictor_carry, predicted = self.predictor(codes[:, None], z, predictor_carry)
     frames = self.frame_decoder(predicted.reshape(b, k, -1), context, train)
     return prior_carry, predictor_carry, frames
@@ -209,7 +223,8 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
       audio_dim=model_config.audio_dim, audio_bn_relu=model_config.audio_bn_relu,
       bn_momentum=model_config.bn_momentum, dtype=jnp.dtype(model_config.dtype),
       conv_impl=model_config.conv_impl, prior=prior, latent_correlation=rho,
-      decoder_output=decoder_output)
+      decoder_output=decoder_output,
+      audio_to_predictor=bool(model_config.get("audio_to_predictor", False)))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -275,9 +290,9 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     audio = _apply(model, variables, batch_norm, mfcc, method=TalkFace.encode_audio)
     xs = audio  # [B, C, audio_dim]
   else:
-    prior_carry, mu, logvar = _apply(model, variables, batch_norm, mfcc, state.prior_carry,
-                                     method=TalkFace.prior_chunk)
-    xs = (mu, logvar)  # [B, C, z] each
+    prior_carry, mu, logvar, audio = _apply(model, variables, batch_norm, mfcc,
+                                            state.prior_carry, method=TalkFace.prior_chunk)
+    xs = (mu, logvar, audio)  # [B, C, z] twice, [B, C, audio_dim]
 
   def step(carry, inputs):
     prev_frames, prev_eps, prior_c, predictor_carry = carry
@@ -289,8 +304,9 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
           model, variables, batch_norm, prev_frames, x_t, draw, state.context, prior_c,
           predictor_carry, method=TalkFace.predict_frame_learned)
     else:
-      mu_t, logvar_t = x_t  # [B, z], [B, z]
+      mu_t, logvar_t, audio_t = x_t  # [B, z], [B, z], [B, audio_dim]
       z = mu_t[:, None] + jnp.exp(0.5 * logvar_t)[:, None] * draw
+      z = model.predictor_latent(z, jnp.broadcast_to(audio_t[:, None], (b, k, audio_t.shape[-1])))
       predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
                                        state.context, predictor_carry,
                                        method=TalkFace.predict_frame)
