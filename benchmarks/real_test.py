@@ -8,7 +8,9 @@ and this script measures on them, frame 0 (the input photo, aligned) excluded:
 * lip sync without a ground-truth video: Pearson r between the mouth opening of each
   generated frame and the recording's loudness in that frame (RMS of its 640 samples,
   ``metrics.rms_envelope``), at the best lag within +-``max_lag`` frames
-  (``metrics.lagged_pearson_r``), averaged over the K samples. The opening is the
+  (``metrics.lagged_pearson_r``), averaged over the K samples. Beside it, the chance level:
+  the same r of those openings against the other recordings' envelopes (``chance_r``; the
+  best of 2 * max_lag + 1 lags is above 0 even for unrelated curves). The opening is the
   evaluation's (``data_prep.face.mouth_opening`` of Dlib landmarks fitted on the template
   box, ``landmarks_on_aligned``), on frames upscaled to ``landmark_side`` px (bicubic): at
   64 px the inner lip gap is a pixel or two and the fitted points move in whole-pixel steps;
@@ -34,6 +36,12 @@ import os
 import sys
 import time
 
+# TensorFlow (imported by talkface_jax for tf.data) says nothing at start-up, as in
+# run_experiment.py.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tqdm
 from PIL import Image
@@ -85,8 +93,9 @@ def measure_pair(videos: np.ndarray, samples: np.ndarray, photo_descriptor: np.n
   Returns:
     'frames' (T), 'r_mean' (mean over the samples with a defined r; nan if none), 'r' and
     'lag' per sample, 'r_defined' (fraction of samples with a defined r), 'movement' (mean
-    over K of the opening's std over time) and 'movement_per_sample', 'identity_distance'
-    float [K, n] (nan where no face was found), 'frame0_distance' (photo vs. frame 0).
+    over K of the opening's std over time) and 'movement_per_sample', 'opening' float32
+    [K, T-1], 'identity_distance' float [K, n] (nan where no face was found),
+    'frame0_distance' (photo vs. frame 0).
   """
   num_samples, num_frames = videos.shape[:2]
   envelope = metrics.rms_envelope(samples, inference.SAMPLES_PER_FRAME)
@@ -105,9 +114,27 @@ def measure_pair(videos: np.ndarray, samples: np.ndarray, photo_descriptor: np.n
       "r_mean": float(r[defined].mean()) if defined.any() else math.nan,
       "r": r.tolist(), "lag": lag.tolist(), "r_defined": float(defined.mean()),
       "movement": float(movement.mean()), "movement_per_sample": movement.tolist(),
-      "frame0_distance": float(distance[0]),
+      "opening": opening, "frame0_distance": float(distance[0]),
       "identity_distance": distance[1:].reshape(num_samples, len(times)),
   }
+
+
+def chance_r(opening: np.ndarray, other_envelopes: list[np.ndarray], max_lag: int) -> float:
+  """The lip-sync r an opening reaches against recordings it was not made from.
+
+  The same measure (best lag within +-``max_lag``) between the K openings [K, T-1] of one
+  pair and the envelopes (frame 0 dropped) of the other recordings, each cropped to the
+  shorter of the two: what the best-lag r gives by chance for this amount of mouth motion.
+
+  Returns:
+    The mean over samples and recordings of the defined r; nan if none is defined.
+  """
+  values = []
+  for envelope in other_envelopes:
+    length = min(opening.shape[1], len(envelope))
+    r, _ = metrics.lagged_pearson_r(opening[:, :length], envelope[:length], max_lag)
+    values.extend(r[np.isfinite(r)])
+  return float(np.mean(values)) if values else math.nan
 
 
 def summarize(pairs: list[dict]) -> dict:
@@ -117,8 +144,10 @@ def summarize(pairs: list[dict]) -> dict:
                                       face.SAME_PERSON_DISTANCE)
   frame0 = metrics.identity_summary([np.array(p["frame0_distance"]) for p in pairs],
                                     face.SAME_PERSON_DISTANCE)
+  chance = [p["r_chance"] for p in pairs if math.isfinite(p.get("r_chance", math.nan))]
   summary = {
       "r_mean": float(np.mean(r)) if r else math.nan,
+      "r_chance": float(np.mean(chance)) if chance else math.nan,
       "r_worst_pair": float(min(r)) if r else math.nan,
       "r_defined_pairs": len(r) / len(pairs),
       "movement": float(np.mean([p["movement"] for p in pairs])),
@@ -144,8 +173,8 @@ def run(generator: inference.Generator, photos: dict[str, np.ndarray], recording
     videos_dir: if set, each pair's videos go to ``videos_dir/<photo>__<recording>/``.
 
   Returns:
-    'pairs' (per pair: 'photo', 'recording', ``measure_pair``'s figures), 'summary'
-    (``summarize``) and the settings.
+    'pairs' (per pair: 'photo', 'recording', ``measure_pair``'s figures and 'r_chance',
+    ``chance_r`` against the other recordings), 'summary' (``summarize``) and the settings.
   """
   descriptors, found = face.face_descriptors(list(photos.values()))
   missing = [name for name, ok in zip(photos, found) if not ok]
@@ -163,6 +192,11 @@ def run(generator: inference.Generator, photos: dict[str, np.ndarray], recording
     pairs.append({"photo": photo_id, "recording": recording_id, **measure_pair(
         videos, speech[recording_id].samples, photo_descriptor[photo_id], max_lag,
         identity_frames, landmark_side)})
+  envelopes = {name: metrics.rms_envelope(s.samples, inference.SAMPLES_PER_FRAME)[1:]
+               for name, s in speech.items()}
+  for pair in pairs:
+    pair["r_chance"] = chance_r(pair["opening"], [e for name, e in envelopes.items()
+                                                  if name != pair["recording"]], max_lag)
   return {"step": generator.step, "num_samples": num_samples, "seed": seed, "max_lag": max_lag,
           "identity_frames": identity_frames, "landmark_side": landmark_side,
           "targets": {"r_mean": TARGET_R, "identity_distance_median": TARGET_DISTANCE},
@@ -177,17 +211,19 @@ def format_table(results: dict) -> str:
            f"seed {results['seed']}; mouth opening on frames upscaled to "
            f"{results['landmark_side']} px; r at the best lag within +-{results['max_lag']} "
            f"frames; identity on {results['identity_frames']} frames per sample",
-           f"{'photo':<20}{'recording':<22}{'frames':>7}{'r':>8}{'lags':>10}{'move':>8}"
-           f"{'id dist':>9}{'<0.6':>7}{'frame0':>8}"]
+           f"{'photo':<20}{'recording':<22}{'frames':>7}{'r':>8}{'chance':>8}  {'lags':<12}"
+           f"{'move':>7}{'id dist':>9}{'<0.6':>7}{'frame0':>8}"]
   for p in results["pairs"]:
     identity = metrics.identity_summary([p["identity_distance"]], face.SAME_PERSON_DISTANCE)
     lags = ",".join(str(l) for l in p["lag"])
     lines.append(f"{p['photo']:<20.20}{p['recording']:<22.22}{p['frames']:>7d}"
-                 f"{fmt(p['r_mean'])}{lags:>10.10}{fmt(p['movement'])}"
+                 f"{fmt(p['r_mean'])}{fmt(p.get('r_chance', math.nan))}  {lags:<12.12}"
+                 f"{fmt(p['movement'], 7)}"
                  f"{fmt(identity['distance_median'], 9)}{fmt(identity['under_threshold'], 7, 2)}"
                  f"{fmt(p['frame0_distance'])}")
   s = results["summary"]
-  lines.append(f"{'all pairs':<49}{fmt(s['r_mean'])}{'':>10}{fmt(s['movement'])}"
+  lines.append(f"{'all pairs':<49}{fmt(s['r_mean'])}{fmt(s['r_chance'])}  {'':<12}"
+               f"{fmt(s['movement'], 7)}"
                f"{fmt(s['identity_distance_median'], 9)}{fmt(s['identity_under_threshold'], 7, 2)}"
                f"{fmt(s['frame0_distance_median'])}")
   verdict = lambda ok: "met" if ok else "NOT met"
@@ -197,12 +233,15 @@ def format_table(results: dict) -> str:
                f"{verdict(s['identity_target_met'])} (worst pair "
                f"{fmt(s['identity_distance_worst_clip'], 0)}, faces found "
                f"{fmt(s['identity_face_found'], 0, 2)})")
+  lines.append("chance: the same r against the other recordings' envelopes; frame0: the "
+               "distance of the aligned input frame (the floor)")
   return "\n".join(lines)
 
 
 def to_json(results: dict) -> dict:
   """``results`` with arrays as lists and non-finite numbers as null."""
-  pairs = [{**p, "identity_distance": np.asarray(p["identity_distance"]).tolist()}
+  pairs = [{**p, "identity_distance": np.asarray(p["identity_distance"]).tolist(),
+            "opening": np.round(np.asarray(p["opening"], np.float64), 5).tolist()}
            for p in results["pairs"]]
   as_lists = {**results, "pairs": pairs}
 

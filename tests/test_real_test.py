@@ -138,38 +138,55 @@ def test_a_still_video_has_no_lip_sync_and_keeps_the_input_identity(aligned_face
   assert not summary["r_target_met"] and np.isnan(summary["r_mean"])
 
 
-def test_run_correlates_the_opening_with_the_envelope_after_frame_0(aligned_face, speech,
-                                                                   monkeypatch, tmp_path):
-  envelope = metrics.rms_envelope(speech.samples, inference.SAMPLES_PER_FRAME)
+def _modulated(seconds, hz, rate=16000):
+  """Noise whose loudness rises and falls ``hz`` times a second: int16 [seconds * rate]."""
+  t = np.arange(int(seconds * rate)) / rate
+  noise = np.random.default_rng(0).standard_normal(len(t))
+  return (3000 * (1.1 + np.sin(2 * np.pi * hz * t)) * noise).astype(np.int16)
+
+
+def test_run_correlates_the_opening_with_the_envelope_after_frame_0(aligned_face, monkeypatch,
+                                                                   tmp_path):
+  recordings = {"tone": fixtures_raw.write_wav(str(tmp_path / "a" / "tone.wav"),
+                                               fixtures_raw.tone(1.2), 16000),  # 30 frames.
+                "slow": (_modulated(2.0, 1.3), 16000)}  # 50 frames, another envelope.
+  envelopes = {}
+  for audio in recordings.values():
+    samples = inference.prepare_speech(audio).samples
+    envelope = metrics.rms_envelope(samples, inference.SAMPLES_PER_FRAME)
+    envelopes[len(envelope)] = envelope
+
   # Stand-in for the landmarks: generated frame t (t >= 1) opens with the audio of frame
-  # t - 1, one frame late. Measured against the wrong frames (e.g. with frame 0 kept), the
-  # lag would not come out as 1.
+  # t - 1 of the recording it was made from (told apart by length), one frame late. Measured
+  # against the wrong frames (e.g. with frame 0 kept), the lag would not come out as 1.
   def follows_audio(videos, side):
-    assert side == 96 and videos.shape[1] == speech.num_frames
-    late = np.roll(envelope, 1)[1:]
+    assert side == 96
+    late = np.roll(envelopes[videos.shape[1]], 1)[1:]
     return np.stack([late * (k + 1) for k in range(videos.shape[0])])
+
   monkeypatch.setattr(real_test, "mouth_openings", follows_audio)
   generator = StillGenerator(aligned_face)
-  wav = fixtures_raw.write_wav(str(tmp_path / "a" / "tone.wav"), fixtures_raw.tone(1.2), 16000)
   results = real_test.run(
       generator, {"astronaut": skimage.data.astronaut(), "hopper": fixtures_raw.grace_hopper()},
-      {"tone": wav, "tone_array": (fixtures_raw.tone(1.2), 16000)}, num_samples=3, seed=5,
-      identity_frames=2, landmark_side=96)
+      recordings, num_samples=3, seed=5, identity_frames=2, landmark_side=96)
   assert [(p["photo"], p["recording"]) for p in results["pairs"]] == [
-      ("astronaut", "tone"), ("astronaut", "tone_array"), ("hopper", "tone"),
-      ("hopper", "tone_array")]
+      ("astronaut", "tone"), ("astronaut", "slow"), ("hopper", "tone"), ("hopper", "slow")]
   assert all(seed == 5 for _, seed in generator.calls)
   for p in results["pairs"]:
     assert p["lag"] == [1, 1, 1] and p["r_mean"] == pytest.approx(1.0)
+    # Against the other recording's envelope the openings do not line up.
+    assert p["r_chance"] < 0.6
   s = results["summary"]
-  assert s["r_target_met"] and s["r_mean"] == pytest.approx(1.0)
+  assert s["r_target_met"] and s["r_mean"] == pytest.approx(1.0) and s["r_chance"] < 0.6
   # The still video shows the astronaut: Grace Hopper's photo is far from it.
   assert [p["frame0_distance"] < 0.6 for p in results["pairs"]] == [True, True, False, False]
   assert not s["identity_target_met"]
   table = real_test.format_table(results)
   assert "astronaut" in table and "NOT met" in table and "r >= 0.45" in table
   text = json.dumps(real_test.to_json(results), allow_nan=False)
-  assert json.loads(text)["pairs"][0]["identity_distance"][0][0] < 0.6
+  saved = json.loads(text)["pairs"]
+  assert saved[0]["identity_distance"][0][0] < 0.6
+  assert np.asarray(saved[1]["opening"]).shape == (3, 49)
 
 
 @pytest.mark.slow
