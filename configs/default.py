@@ -60,10 +60,19 @@ def get_config() -> ml_collections.ConfigDict:
   # AR(1) correlation rho of the generation noise over time (0: independent per frame, the
   # paper). Generation only; eps_t = rho eps_{t-1} + sqrt(1 - rho^2) n_t.
   config.model.latent_correlation = 0.0
+  # The decoder's last layer: 'direct' (the paper: RGB through a sigmoid) or 'residual' (beyond
+  # the paper: added to the identity frame's logits before the sigmoid, zero-initialised, so
+  # an untrained model outputs the identity frame and learns only what moves;
+  # models/image.py).
+  config.model.decoder_output = "direct"
 
   config.loss = ml_collections.ConfigDict()
   config.loss.reconstruction_weight = 1.0  # lambda: weight of the per-frame MSE.
   config.loss.kl_weight = 1e-6  # beta: weight of KL(q_frame || q_audio).
+  # Beyond the paper (1 = the paper's plain MSE): weight of the squared error in the
+  # template's mouth and eye regions relative to the rest of the frame (losses.py).
+  config.loss.mouth_weight = 1.0
+  config.loss.eye_weight = 1.0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "rmsprop"  # rmsprop (release) | adam (SVG-LP) | sgd.

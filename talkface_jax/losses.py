@@ -5,10 +5,21 @@ the KL summed over latent dimensions; steps are summed over time; the batch loss
 of the per-example losses. The KL is the correct closed form between diagonal Gaussians given
 by means and LOG-variances (the release passes standard deviations where log-variances are
 expected; see docs/REFERENCE.md).
+
+Beyond the paper, ``config.loss.mouth_weight`` / ``eye_weight`` > 1 weight the squared error
+of the template's mouth and eye regions (``data_prep.template.region_boxes``: every frame is
+aligned to the template, so the regions sit at fixed pixels); the weights are normalised to
+mean 1, so the loss keeps the plain MSE's scale (and its balance with beta's KL). The
+reported 'mse' stays the plain, unweighted one.
 """
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from numpy.typing import ArrayLike
+
+from data_prep import template
 
 
 def gaussian_kl(mu1: jax.Array, logvar1: jax.Array, mu2: jax.Array,
@@ -22,15 +33,44 @@ def gaussian_kl(mu1: jax.Array, logvar1: jax.Array, mu2: jax.Array,
   return jnp.sum(per_dim, axis=-1)
 
 
-def frame_mse(predicted: jax.Array, target: jax.Array) -> jax.Array:
-  """Mean squared error per frame: [..., H, W, C] -> [...] (float32, or float64 inputs' float64)."""
+def frame_mse(predicted: jax.Array, target: jax.Array,
+              weights: ArrayLike | None = None) -> jax.Array:
+  """Mean squared error per frame: [..., H, W, C] -> [...] (float32, or float64 inputs' float64),
+  each pixel's squared error times ``weights`` [H, W, 1] if given."""
   dtype = jnp.promote_types(jnp.promote_types(predicted.dtype, target.dtype), jnp.float32)
-  diff = predicted.astype(dtype) - target.astype(dtype)
-  return jnp.mean(jnp.square(diff), axis=(-3, -2, -1))
+  square = jnp.square(predicted.astype(dtype) - target.astype(dtype))
+  if weights is not None:
+    square = square * jnp.asarray(weights, dtype)
+  return jnp.mean(square, axis=(-3, -2, -1))
+
+
+def pixel_weights(resolution: int, mouth_weight: float = 1.0,
+                  eye_weight: float = 1.0) -> np.ndarray | None:
+  """Per-pixel weights [S, S, 1] of the squared error, mean 1; None when both weights are 1.
+
+  Pixels of the template's mouth box (``region_boxes``) weigh ``mouth_weight`` times, and of
+  its eye box ``eye_weight`` times, the rest of the frame before the normalisation.
+  """
+  if mouth_weight == 1.0 and eye_weight == 1.0:
+    return None
+  if mouth_weight <= 0 or eye_weight <= 0:
+    raise ValueError(f"loss weights must be > 0 (mouth {mouth_weight}, eyes {eye_weight})")
+  weights = np.ones((resolution, resolution, 1), np.float32)
+  for name, weight in (("mouth", mouth_weight), ("eyes", eye_weight)):
+    y0, y1, x0, x1 = template.region_boxes(resolution)[name]
+    weights[y0:y1, x0:x1] = weight
+  return weights / weights.mean()
+
+
+def config_pixel_weights(config: ml_collections.ConfigDict) -> np.ndarray | None:
+  """``pixel_weights`` of ``config.loss`` (configs stored before the keys existed: none)."""
+  return pixel_weights(config.model.resolution, config.loss.get("mouth_weight", 1.0),
+                       config.loss.get("eye_weight", 1.0))
 
 
 def per_example_losses(output, target_frames: jax.Array, reconstruction_weight: float,
-                       kl_weight: float) -> dict[str, jax.Array]:
+                       kl_weight: float, weights: ArrayLike | None = None
+                       ) -> dict[str, jax.Array]:
   """Per-example loss terms of a teacher-forced pass.
 
   Args:
@@ -38,13 +78,15 @@ def per_example_losses(output, target_frames: jax.Array, reconstruction_weight: 
     target_frames: [B, T-1, H, W, 3] in [0, 1].
     reconstruction_weight: lambda.
     kl_weight: beta.
+    weights: optional per-pixel weights of the squared error [H, W, 1] (``pixel_weights``).
 
   Returns:
-    dict of [B] arrays: 'loss', 'mse' (mean per frame), 'kl' (mean per step), summed over time
-    in 'loss' only.
+    dict of [B] arrays: 'loss', 'mse' (plain, mean per frame), 'kl' (mean per step), summed
+    over time in 'loss' only ('loss' uses the weighted error when ``weights`` is given).
   """
   mse = frame_mse(output.frames, target_frames)  # [B, T-1]
   kl = gaussian_kl(output.posterior_mu, output.posterior_logvar,
                    output.prior_mu, output.prior_logvar)  # [B, T-1]
-  loss = jnp.sum(reconstruction_weight * mse + kl_weight * kl, axis=1)
+  error = mse if weights is None else frame_mse(output.frames, target_frames, weights)
+  loss = jnp.sum(reconstruction_weight * error + kl_weight * kl, axis=1)
   return {"loss": loss, "mse": jnp.mean(mse, axis=1), "kl": jnp.mean(kl, axis=1)}

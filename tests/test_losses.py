@@ -3,7 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from data_prep import template
 from talkface_jax import losses
 from talkface_jax.models import talkface
 
@@ -58,3 +60,32 @@ def test_per_example_losses_sum_over_time_and_weight_terms():
   np.testing.assert_allclose(terms["mse"], mse.mean(axis=1), rtol=1e-5)
   assert terms["loss"].shape == (b,)
   assert jax.tree.all(jax.tree.map(lambda x: np.all(np.isfinite(x)), terms))
+
+
+def test_region_weights_weight_the_template_boxes_and_keep_the_scale():
+  assert losses.pixel_weights(64) is None
+  w = losses.pixel_weights(64, mouth_weight=10.0, eye_weight=3.0)[..., 0]
+  np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-6)
+  boxes = template.region_boxes(64)
+  (my0, my1, mx0, mx1), (ey0, ey1, ex0, ex1) = boxes["mouth"], boxes["eyes"]
+  base = w[0, 0]
+  np.testing.assert_allclose(w[my0:my1, mx0:mx1], 10.0 * base, rtol=1e-6)
+  np.testing.assert_allclose(w[ey0:ey1, ex0:ex1], 3.0 * base, rtol=1e-6)
+  assert my0 > ey1  # The mouth lies below the eyes.
+  with pytest.raises(ValueError, match="> 0"):
+    losses.pixel_weights(64, mouth_weight=0.0)
+
+  # An error only in the mouth box costs 10x what the same error costs outside it.
+  rng = np.random.default_rng(4)
+  b, t, z = 1, 2, 3
+  target = np.zeros((b, t, 64, 64, 3), np.float32)
+  in_mouth, outside = target.copy(), target.copy()
+  in_mouth[..., my0, mx0, :] = 0.5
+  outside[..., 0, 0, :] = 0.5
+  gauss = lambda: jnp.asarray(rng.normal(size=(b, t, z)), jnp.float32)
+  mu, logvar = gauss(), gauss()
+  terms = [losses.per_example_losses(
+      talkface.TrainOutput(jnp.asarray(f), mu, logvar, mu, logvar), jnp.asarray(target),
+      1.0, 1e-6, losses.pixel_weights(64, 10.0, 3.0)) for f in (in_mouth, outside)]
+  np.testing.assert_allclose(terms[0]["loss"] / terms[1]["loss"], 10.0, rtol=1e-5)
+  np.testing.assert_allclose(terms[0]["mse"], terms[1]["mse"])  # 'mse' stays plain.

@@ -235,3 +235,37 @@ def test_latent_noise_is_ar1_with_unit_variance(rho):
   lag1 = np.mean([np.corrcoef(sequence[t], sequence[t + 1])[0, 1] for t in range(7)])
   assert abs(lag1 - rho) < 0.03
   np.testing.assert_allclose(sequence.var(axis=1), 1.0, atol=0.05)
+
+
+def test_residual_decoder_starts_at_the_identity_frame_and_learns():
+  """``decoder_output='residual'``: untrained, every predicted and generated frame is the
+  identity frame (up to the logit clip); one gradient step moves the frames, and the
+  paper's decoder does not start there."""
+  rng = np.random.default_rng(2)
+  frames = jnp.asarray(rng.uniform(0.01, 0.99, size=(2, 5, 64, 64, 3)), jnp.float32)
+  mfcc = jnp.asarray(rng.normal(size=(2, 5, 28, 12)), jnp.float32)
+  model = _tiny_model(bn_momentum=0.0, decoder_output="residual")
+  variables = _init_tiny(model, frames, mfcc)
+  rngs = {"latent": jax.random.key(3)}
+  out = model.apply(variables, frames, mfcc, train=False, rngs=rngs)
+  identity = np.broadcast_to(np.asarray(frames[:, :1]), out.frames.shape)
+  np.testing.assert_allclose(np.asarray(out.frames), identity, atol=1e-5)
+  videos = talkface.generate(model, variables, frames[:, 0], mfcc, jax.random.key(4),
+                             num_samples=2)
+  np.testing.assert_allclose(np.asarray(videos),
+                             np.broadcast_to(np.asarray(frames[:, None, :1]), videos.shape),
+                             atol=1e-5)
+
+  def mse(params):
+    o = model.apply({**variables, "params": params}, frames, mfcc, train=False, rngs=rngs)
+    return jnp.mean(jnp.square(o.frames - frames[:, 1:]))
+  grads = jax.grad(mse)(variables["params"])
+  assert float(jnp.abs(grads["frame_decoder"]["to_rgb"]["kernel"]).max()) > 0
+  moved = jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"], grads)
+  assert float(mse(moved)) < float(mse(variables["params"]))
+
+  direct = _tiny_model(bn_momentum=0.0)
+  out = direct.apply(_init_tiny(direct, frames, mfcc), frames, mfcc, train=False, rngs=rngs)
+  assert np.abs(np.asarray(out.frames) - identity).max() > 0.1
+  with pytest.raises(ValueError, match="decoder_output='mask'"):
+    _tiny_model(decoder_output="mask")

@@ -6,7 +6,12 @@ the 4x4 map to ``g_dim``, BN, tanh. The 64x64 variant has one stage fewer.
 
 Decoder: a 4x4 transposed conv from ``g_dim`` to the coarsest width, then per scale (coarse to
 fine): upsample x2, concat the identity frame's skip of that scale, conv to the scale's width
-and conv to the next finer width; a final 3x3 conv to RGB and a sigmoid.
+and conv to the next finer width; a final 3x3 conv to RGB and a sigmoid (``output='direct'``,
+the paper's). ``output='residual'`` (beyond the paper) adds the final conv to the identity
+frame's logits before the sigmoid, with that conv initialised to zero: the untrained decoder
+outputs the identity frame exactly, and training learns only what changes (mouth, eyes, head).
+Measured on the many-identity corpus (BENCHMARKS.md, "generalization"): the direct decoder
+spends thousands of steps learning to redraw 24 faces through the skips and leaves z unused.
 
 The decoder's concat-conv is computed as ``conv(x) + conv(skip)``, which is the same linear map
 (a conv over a channel concatenation is the sum of convs over the parts). Skips come from the
@@ -73,6 +78,7 @@ class ImageDecoder(nn.Module):
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
+  output: str = "direct"  # 'direct' (paper) or 'residual' (on the identity frame's logits).
 
   def setup(self):
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=False,
@@ -91,20 +97,35 @@ class ImageDecoder(nn.Module):
     self.merge_norms = [layers.batch_norm(None, self.bn_momentum, self.dtype, name=f"merge_bn_{i}")
                         for i in range(n)]
     self.refine = [block(self.widths[i - 1], name=f"refine_{i}") for i in range(1, n)]
-    self.to_rgb = nn.Conv(3, (3, 3), padding="SAME", kernel_init=layers.conv_init,
+    if self.output not in ("direct", "residual"):
+      raise ValueError(f"decoder output={self.output!r}: use direct or residual")
+    residual = self.output == "residual"
+    zeros = nn.initializers.zeros
+    self.to_rgb = nn.Conv(3, (3, 3), padding="SAME",
+                          kernel_init=zeros if residual else layers.conv_init,
                           dtype=self.dtype,
                           conv_general_dilated=layers.conv_function(self.conv_impl))
 
-  def identity_context(self, skips: Sequence[jax.Array]) -> list[jax.Array]:
+  def identity_context(self, skips: Sequence[jax.Array],
+                       frame0: jax.Array | None = None) -> list[jax.Array]:
     """Skip contributions of the identity frame, computed once per sequence.
 
     Args:
       skips: the encoder's feature maps of the identity frames, finest first, [B, h, w, c].
+      frame0: the identity frames [B, H, W, 3] in [0, 1]; needed by ``output='residual'``.
 
     Returns:
-      Per scale, the skip half of the decoder's concat conv, [B, h, w, widths[i]].
+      Per scale, the skip half of the decoder's concat conv, [B, h, w, widths[i]]; with
+      ``output='residual'`` followed by the identity frames' logits [B, H, W, 3] (float32).
     """
-    return [self.skip_convs[i](s.astype(self.dtype)) for i, s in enumerate(skips)]
+    context = [self.skip_convs[i](s.astype(self.dtype)) for i, s in enumerate(skips)]
+    if self.output == "residual":
+      if frame0 is None:
+        raise ValueError("output='residual' needs the identity frames")
+      # Clipped so that saturated pixels (0 or 255) keep finite logits (+-6.9).
+      p = jnp.clip(frame0.astype(jnp.float32), 1e-3, 1.0 - 1e-3)
+      context.append(jnp.log(p) - jnp.log1p(-p))
+    return context
 
   def __call__(self, codes: jax.Array, context: Sequence[jax.Array], train: bool) -> jax.Array:
     """Decodes frame codes.
@@ -128,8 +149,11 @@ class ImageDecoder(nn.Module):
       x = nn.leaky_relu(bn(self.merge_norms[i], x), 0.2)
       if i:
         x = self.refine[i - 1](x, train)
-    x = nn.sigmoid(self.to_rgb(x).astype(jnp.promote_types(self.dtype, jnp.float32)))
-    return x.reshape(b, m, *x.shape[1:])
+    x = self.to_rgb(x).astype(jnp.promote_types(self.dtype, jnp.float32))
+    x = x.reshape(b, m, *x.shape[1:])
+    if self.output == "residual":
+      x = x + context[-1][:, None].astype(x.dtype)
+    return nn.sigmoid(x)
 
 
 def _bn(layer: nn.BatchNorm, x: jax.Array, train: bool) -> jax.Array:

@@ -63,11 +63,13 @@ class TalkFace(nn.Module):
   conv_impl: str
   prior: str  # 'audio' (paper) or 'learned' (also sees the previous frame's code).
   latent_correlation: float  # AR(1) coefficient of the generation noise over time.
+  decoder_output: str = "direct"  # 'direct' (paper) or 'residual' on the identity frame.
 
   def setup(self):
     common = dict(bn_momentum=self.bn_momentum, dtype=self.dtype, conv_impl=self.conv_impl)
     self.frame_encoder = image_lib.ImageEncoder(self.encoder_widths, self.g_dim, **common)
-    self.frame_decoder = image_lib.ImageDecoder(self.encoder_widths, **common)
+    self.frame_decoder = image_lib.ImageDecoder(self.encoder_widths, output=self.decoder_output,
+                                                **common)
     self.audio_encoder = audio_lib.AudioEncoder(
         self.audio_widths, self.audio_hidden, self.audio_dim, self.audio_bn_relu, **common)
     self.frame_posterior = recurrent.GaussianLSTM(
@@ -94,7 +96,7 @@ class TalkFace(nn.Module):
     codes, skips = self.frame_encoder(frames.reshape(b * t, *frames.shape[2:]), train)
     codes = codes.reshape(b, t, -1)
     identity_skips = [s.reshape(b, t, *s.shape[1:])[:, 0] for s in skips]
-    context = self.frame_decoder.identity_context(identity_skips)
+    context = self.frame_decoder.identity_context(identity_skips, frames[:, 0])
 
     _, post_mu, post_logvar = self.frame_posterior(codes[:, 1:])
     prior_inputs = self.encode_audio(mfcc[:, 1:], train)
@@ -121,7 +123,7 @@ class TalkFace(nn.Module):
   def identity_context(self, frame0: jax.Array, train: bool) -> list[jax.Array]:
     """Decoder skip contributions of identity frames [B, H, W, 3]."""
     _, skips = self.frame_encoder(frame0, train)
-    return self.frame_decoder.identity_context(skips)
+    return self.frame_decoder.identity_context(skips, frame0)
 
   def prior_chunk(self, mfcc: jax.Array, carry, train: bool):
     """Audio prior over a chunk of windows [B, C, 28, 12] -> (carry, mu, logvar [B, C, z])."""
@@ -190,6 +192,10 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
   prior = model_config.prior
   if prior not in ("audio", "learned"):
     raise errors.UserError(f"model.prior={prior!r}: use audio or learned")
+  # Configs stored by runs that predate the key have the paper's decoder.
+  decoder_output = model_config.get("decoder_output", "direct")
+  if decoder_output not in ("direct", "residual"):
+    raise errors.UserError(f"model.decoder_output={decoder_output!r}: use direct or residual")
   rho = float(model_config.latent_correlation)
   if not 0.0 <= rho < 1.0:
     raise errors.UserError(f"model.latent_correlation={rho}: must be in [0, 1)")
@@ -202,7 +208,8 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
       audio_widths=tuple(model_config.audio_widths), audio_hidden=model_config.audio_hidden,
       audio_dim=model_config.audio_dim, audio_bn_relu=model_config.audio_bn_relu,
       bn_momentum=model_config.bn_momentum, dtype=jnp.dtype(model_config.dtype),
-      conv_impl=model_config.conv_impl, prior=prior, latent_correlation=rho)
+      conv_impl=model_config.conv_impl, prior=prior, latent_correlation=rho,
+      decoder_output=decoder_output)
 
 
 # -------------------------------------------------------------------------------------------------
