@@ -354,7 +354,8 @@ def check_all(path: str = TABLE_PATH, cache_dir: str | None = None) -> dict[str,
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cache_dir", default=None, help=f"default {default_cache()}")
-  parser.add_argument("--check", action="store_true", help="measure every input again")
+  parser.add_argument("--check", action="store_true",
+                      help="measure every input again; exit 1 if a figure differs from the table")
   parser.add_argument("--write", metavar="WORK_DIR", default=None,
                       help="remake real_inputs.json from PHOTOS/RECORDINGS (downloads there)")
   args = parser.parse_args(argv)
@@ -376,9 +377,14 @@ def main(argv=None) -> int:
     c = r.checked
     print(f"voice {r.identity:20s} {c['duration_s']:.2f} s, f0 {c['f0_median_hz']:.0f} Hz "
           f"+-{c['f0_sd_semitones']:.1f} st, voiced {c['voiced_fraction']:.0%}  {r.source}")
+  recorded = {p.identity: {"face_px": p.face_px, "detector_score": p.notes["detector_score"],
+                           "nearest_other": p.nearest_other} for p in photos}
+  recorded.update({r.identity: r.checked for r in recordings})
+  differ = [ident for ident, figures in measured.items() if figures != recorded[ident]]
   for ident, figures in measured.items():
-    print(f"checked {ident}: {figures}")
-  return 0
+    print(f"checked {ident}: {'differs from the table: ' if ident in differ else 'ok '}"
+          f"{figures}")
+  return 1 if differ else 0
 
 
 if __name__ == "__main__":

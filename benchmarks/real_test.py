@@ -272,8 +272,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   start = time.time()
   try:
+    generator = talkface_jax.load(args.workdir, args.step)  # A bad workdir fails first.
     photos, recordings = real_inputs.fetch(args.cache_dir)
-    generator = talkface_jax.load(args.workdir, args.step)
     results = run(generator, photos, recordings, args.num_samples, args.seed, args.max_lag,
                   args.identity_frames, args.landmark_side, args.videos)
   except errors.UserError as e:

