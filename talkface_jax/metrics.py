@@ -9,6 +9,8 @@ This module owns every number the evaluation reports (docs/REFERENCE.md, "Metric
 * `landmark_distance`: ATVGNet's LMD on mouth landmarks.
 * `pairwise_diversity`: mean pairwise distance between K samples of one input.
 * `pearson_r`: correlation over time (mouth opening vs. ground truth).
+* `rms_envelope` and `lagged_pearson_r`: how a mouth opening follows the loudness of the
+  speech when there is no ground-truth video (real recordings).
 * `best_and_mean_of_k`: the two ways stochastic models are reported.
 * `identity_summary`: face-descriptor distances to the identity frame, summarized.
 
@@ -251,6 +253,60 @@ def pearson_r(x: ArrayLike, y: ArrayLike) -> ArrayLike:
     with np.errstate(invalid='ignore', divide='ignore'):
       return numerator / denominator
   return numerator / denominator
+
+
+def rms_envelope(samples: ArrayLike, samples_per_frame: int) -> np.ndarray:
+  """Loudness per video frame: the RMS of each frame's audio samples (numpy).
+
+  Args:
+    samples: [S] waveform, S a multiple of ``samples_per_frame`` (e.g.
+      ``inference.Speech.samples``: 640 samples of 16 kHz audio per frame at 25 fps).
+    samples_per_frame: audio samples per video frame.
+
+  Returns:
+    float64 [S / samples_per_frame].
+  """
+  samples = np.asarray(samples, np.float64)
+  if samples.ndim != 1 or samples.size % samples_per_frame:
+    raise ValueError(f'rms_envelope: expected [S] with S a multiple of {samples_per_frame}, '
+                     f'got shape {samples.shape}.')
+  frames = samples.reshape(-1, samples_per_frame)
+  return np.sqrt(np.mean(frames * frames, axis=-1))
+
+
+def lagged_pearson_r(x: ArrayLike, y: ArrayLike, max_lag: int) -> Tuple[np.ndarray,
+                                                                         np.ndarray]:
+  """The best Pearson r over time between ``x`` and ``y`` shifted by up to ``max_lag`` steps.
+
+  At lag L, x[t] is correlated with y[t - L] over the steps where both exist: L > 0 means
+  ``x`` follows ``y`` L steps late (a mouth opening after the sound that drives it), L < 0
+  that it runs ahead. A mouth is not expected to peak on the very frame of the loudest
+  audio, so the correlation is taken at the best lag within a small window.
+
+  Args:
+    x: [..., T] series (e.g. mouth openings of K generated videos).
+    y: [..., T] series broadcastable to ``x`` (e.g. the audio's ``rms_envelope``).
+    max_lag: lags -max_lag..max_lag are tried (T - max_lag >= 2).
+
+  Returns:
+    (r [...], lag [...] int): the largest r over the lags and its lag; r is nan (lag 0)
+    where no lag gives a defined r (a constant series).
+  """
+  x = np.asarray(x, np.float64)
+  y = np.broadcast_to(np.asarray(y, np.float64), x.shape)
+  num_steps = x.shape[-1]
+  if max_lag < 0 or num_steps - max_lag < 2:
+    raise ValueError(f'lagged_pearson_r: max_lag {max_lag} for series of {num_steps} steps.')
+  lags = np.arange(-max_lag, max_lag + 1)
+  rs = np.stack([pearson_r(x[..., lag:], y[..., :num_steps - lag]) if lag >= 0 else
+                 pearson_r(x[..., :lag], y[..., -lag:]) for lag in lags])
+  ranked = np.where(np.isfinite(rs), rs, -np.inf)
+  best = np.argmax(ranked, axis=0)
+  r = np.take_along_axis(ranked, best[None], axis=0)[0]
+  # A constant series has no r; rounding in its mean can leave a tiny nonzero one instead.
+  constant = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
+  defined = np.isfinite(r) & ~constant
+  return np.where(defined, r, np.nan), np.where(defined, lags[best], 0)
 
 
 def mean_pairwise_r(series: ArrayLike) -> float:

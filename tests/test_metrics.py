@@ -323,3 +323,54 @@ def test_identity_summary_counts_faceless_frames_as_failures():
   assert mostly_faceless['distance_median'] == math.inf  # Not a small distance.
   assert mostly_faceless['under_threshold'] == pytest.approx(1 / 3)
   assert all(math.isnan(v) for v in metrics.identity_summary([], 0.6).values())
+
+
+# -------------------------------------------------------------------------------------------------
+# Mouth opening against the loudness of real speech.
+# -------------------------------------------------------------------------------------------------
+
+
+def test_rms_envelope_of_sines_and_silence():
+  rate, per_frame = 16000, 640
+  t = np.arange(3 * per_frame) / rate
+  # 500 Hz: 20 whole periods per 40 ms frame, so each frame's RMS is exactly A / sqrt(2).
+  amplitude = np.repeat([0.0, 0.5, 0.2], per_frame)
+  samples = amplitude * np.sin(2 * np.pi * 500 * t)
+  np.testing.assert_allclose(metrics.rms_envelope(samples, per_frame),
+                             [0.0, 0.5 / math.sqrt(2), 0.2 / math.sqrt(2)], atol=1e-12)
+  with pytest.raises(ValueError, match='multiple of 640'):
+    metrics.rms_envelope(samples[:-1], per_frame)
+
+
+def _smooth_envelope(num_frames, seed):
+  rng = np.random.default_rng(seed)
+  return np.convolve(rng.random(num_frames + 4), np.ones(5) / 5, mode='valid')
+
+
+@pytest.mark.parametrize('lag', [-2, -1, 0, 1, 2])
+def test_lagged_r_finds_the_lag_of_an_opening_that_follows_the_envelope(lag):
+  envelope = _smooth_envelope(80, seed=lag + 10)
+  # opening[t] = 0.3 envelope[t - lag] + 0.1 where that index exists (edges: anything).
+  opening = 0.3 * np.roll(envelope, lag) + 0.1
+  r, found = metrics.lagged_pearson_r(opening, envelope, max_lag=2)
+  assert int(found) == lag
+  assert float(r) == pytest.approx(1.0, abs=1e-9)
+  # Without that lag in the window, the correlation is weaker.
+  if lag:
+    r_zero, found_zero = metrics.lagged_pearson_r(opening, envelope, max_lag=0)
+    assert int(found_zero) == 0 and float(r_zero) < 0.99
+
+
+def test_lagged_r_per_sample_noise_and_undefined():
+  envelope = _smooth_envelope(100, seed=0)
+  rng = np.random.default_rng(1)
+  follows = np.roll(envelope, 1) + rng.normal(0, 0.05, 100)  # Noisy, one frame late.
+  opposite = -envelope  # Closes when the speech is loud: the best lag cannot make r high.
+  still = np.full(100, 0.2)  # A mouth that does not move: r undefined.
+  r, lag = metrics.lagged_pearson_r(np.stack([follows, opposite, still]), envelope, max_lag=2)
+  expected = metrics.pearson_r(follows[1:], envelope[:-1])
+  assert r[0] == pytest.approx(float(expected)) and 0.5 < r[0] < 0.99 and lag[0] == 1
+  assert r[1] < 0.0
+  assert np.isnan(r[2]) and lag[2] == 0
+  with pytest.raises(ValueError, match='max_lag'):
+    metrics.lagged_pearson_r(envelope[:3], envelope[:3], max_lag=2)

