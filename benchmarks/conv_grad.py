@@ -1,7 +1,8 @@
 """Forward / input-gradient / weight-gradient speed of the model's convolutions.
 
-Compares XLA's own convolution gradient ('xla') with the matmul weight
-gradient of `talkface_jax.ops.conv` ('fast') on the layer shapes of the
+Compares XLA's own convolution gradient ('xla': XLA's default library, YNNPACK on
+jaxlib 0.10 CPU; 'eigen': the same ops compiled with `conv.compiler_options('eigen')`)
+with the matmul weight gradient of `talkface_jax.ops.conv` ('fast') on the layer shapes of the
 talking-face encoder/decoder at 128x128, and prints GFLOP/s per layer, the
 fwd+bwd time of the whole list, and a 2048^3 matmul as the machine's peak.
 
@@ -72,12 +73,14 @@ def conv_fn(impl: str, padding: str, method: str = 'auto'):
   return apply
 
 
-def input_grad(apply):
-  return jax.jit(lambda x, w, dy: jax.vjp(lambda x: apply(x, w), x)[1](dy))
+def input_grad(apply, options=None):
+  return jax.jit(lambda x, w, dy: jax.vjp(lambda x: apply(x, w), x)[1](dy),
+                 compiler_options=options)
 
 
-def weight_grad(apply):
-  return jax.jit(lambda x, w, dy: jax.vjp(lambda w: apply(x, w), w)[1](dy))
+def weight_grad(apply, options=None):
+  return jax.jit(lambda x, w, dy: jax.vjp(lambda w: apply(x, w), w)[1](dy),
+                 compiler_options=options)
 
 
 def make_inputs(key, batch, size, c_in, c_out, kernel, padding, dtype):
@@ -144,7 +147,8 @@ def main():
   peak = matmul_peak(args.reps)
   print(f'matmul 2048^3: {peak[0]:.0f} GFLOP/s median, {peak[1]:.0f} best\n')
 
-  wgrad_cols = ['xla'] + [f'fast:{m}' for m in methods]
+  wgrad_cols = ['xla', 'eigen'] + [f'fast:{m}' for m in methods]
+  eigen = conv.compiler_options('eigen')
   header = (f'{"layer":27s} {"GFLOP":>6s} {"fwd":>9s} {"dx":>9s} '
             + ' '.join(f'{"dW " + c:>20s}' for c in wgrad_cols)
             + f' {"dW speedup":>10s}')
@@ -160,6 +164,7 @@ def main():
         'fwd': jax.jit(lambda x, w, dy, f=xla: f(x, w)),
         'dx': input_grad(xla),
         'dW xla': weight_grad(xla),
+        'dW eigen': weight_grad(xla, eigen),
     }
     for m in methods:
       fns[f'dW fast:{m}'] = weight_grad(conv_fn('fast', padding, m))
@@ -178,16 +183,16 @@ def main():
   total_gflop = 3 * sum(conv_flops(args.batch, s, ci, co, k, p)
                         for _, s, ci, co, k, p in layers) / 1e9
 
-  def train_like(impl, method='auto'):
+  def train_like(impl, method='auto', options=None):
     def loss(params, xs, dys):
       return sum(jnp.vdot(conv_fn(impl, layer[5], method)(x, w), dy)
                  for layer, x, w, dy in zip(layers, xs, params, dys))
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return jax.jit(jax.grad(loss, argnums=(0, 1)), compiler_options=options)
 
   xs = [i[0] for i in inputs]
   ws = [i[1] for i in inputs]
   dys = [i[2] for i in inputs]
-  totals = {'xla': train_like('xla')}
+  totals = {'xla': train_like('xla'), 'eigen': train_like('xla', options=eigen)}
   for m in methods:
     totals[f'fast:{m}'] = train_like('fast', m)
   t = time_interleaved(totals, (ws, xs, dys), args.reps)

@@ -28,6 +28,7 @@ import numpy as np
 from benchmarks import machine
 from benchmarks import train_step as train_bench
 from talkface_jax.models import audio, image, layers, recurrent
+from talkface_jax.ops import conv
 
 
 def _grad_fn(module: nn.Module, *args, **kwargs):
@@ -46,7 +47,9 @@ def _grad_fn(module: nn.Module, *args, **kwargs):
                    for i, o in enumerate(jax.tree.leaves(out))]
     return (variables["params"], variables.get("batch_stats", {}), args, projections)
 
-  return jax.jit(jax.grad(loss, argnums=(0, 2))), prepare(jax.random.key(0))
+  options = conv.compiler_options(getattr(module, "conv_impl", "xla"))
+  return (jax.jit(jax.grad(loss, argnums=(0, 2)), compiler_options=options),
+          prepare(jax.random.key(0)))
 
 
 class _Lstms(nn.Module):
@@ -224,7 +227,8 @@ def _step_fn(config):
   model = talkface.build_model(config.model)
   tx = train.make_optimizer(config)
   state = train.create_train_state(config, model, tx, mesh)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config))
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
+                 compiler_options=conv.compiler_options(config.model.conv_impl))
   return step, (state, train_bench.random_batch(config, mesh))
 
 

@@ -32,6 +32,7 @@ from benchmarks import machine
 from benchmarks import train_step as train_bench
 from talkface_jax import inference, parallel
 from talkface_jax.models import recurrent, talkface
+from talkface_jax.ops import conv
 
 FPS = inference.FPS
 
@@ -86,7 +87,9 @@ def profile(config, num_samples: int, reps: int) -> dict:
   rows, chunk, r = num_samples, generator.chunk_frames, config.model.resolution
   frame0, mfcc = random_inputs(config, rows, chunk + 1)
   frames = jnp.asarray(frame0, jnp.float32) / 255.0
-  apply = lambda method: jax.jit(lambda v, *a: model.apply(v, *a, train=False, method=method))
+  options = conv.compiler_options(config.model.conv_impl)  # As inference.Generator's jits.
+  apply = lambda method: jax.jit(lambda v, *a: model.apply(v, *a, train=False, method=method),
+                                 compiler_options=options)
   context = apply(talkface.TalkFace.identity_context)(variables, frames)
   codes = jnp.zeros((rows, 1, model.g_dim), model.dtype)
   z_width = model.z_dim + (model.audio_dim if model.audio_to_predictor else 0)

@@ -47,10 +47,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.generation_batch_norm = "running"
   config.model.bn_momentum = 0.9  # Running-average momentum (PyTorch's 0.1 update rate).
   config.model.dtype = "float32"  # Compute dtype: float32, or bfloat16 on GPU/TPU.
-  # Conv weight gradients: xla (native) | fast_wgrad (matmuls, ops/conv.py, every layer) |
-  # auto (on CPU: matmuls on maps of 32x32 and larger, native elsewhere; on GPU/TPU: native).
-  # grid.py/lrw.py use auto (train step at 128x128 on an idle 2-core AVX2 CPU: 18.3 vs 20.2
-  # s/step, BENCHMARKS.md); the small demo/tiny models measured no gain.
+  # Convolutions (ops/conv.py): xla (XLA's defaults: YNNPACK on CPU) | fast_wgrad (matmul
+  # weight gradients, every layer) | eigen (on CPU, XLA's convolutions compiled to Eigen
+  # instead of YNNPACK, whose weight gradient is slow on large maps) | auto (eigen on CPU where
+  # the jaxlib has its option, else matmul weight gradients on maps >= 32x32; native on
+  # GPU/TPU). grid.py/lrw.py use auto (release-size train step, BENCHMARKS.md "Train step vs
+  # the PyTorch peer"); the small demo/tiny models were not re-measured and keep xla.
   config.model.conv_impl = "xla"
   # The prior of z_t: 'audio' is the paper's q_a(z_t | a_1..t), z_t drawn afresh each frame;
   # 'learned' is SVG-LP's learned prior, whose LSTM also sees the previous frame's code

@@ -14,7 +14,7 @@ def get_config(variant: str = ""):
   config.data.raw_dir = "data/raw/grid"
   config.data.dataset = "grid"
   config.data.seq_len = 75
-  config.model.conv_impl = "auto"  # Per-layer matmul weight gradients on CPU; native on GPU/TPU.
+  config.model.conv_impl = "auto"  # Eigen convolutions on CPU (ops/conv.py); native on GPU/TPU.
   if variant == "tiny":
     apply_tiny(config)
   elif variant:

@@ -11,7 +11,7 @@ def get_config():
   config.data.dataset = "lrw"
   config.data.eval_split = "val"
   config.data.seq_len = 29
-  config.model.conv_impl = "auto"  # Per-layer matmul weight gradients on CPU; native on GPU/TPU.
+  config.model.conv_impl = "auto"  # Eigen convolutions on CPU (ops/conv.py); native on GPU/TPU.
   config.train.num_steps = 100 * 488_766 // 5  # 100 epochs of LRW's training clips at batch 5.
   config.eval.every = 20_000
   return config

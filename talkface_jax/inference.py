@@ -47,6 +47,7 @@ import talkface_jax.media as media
 import talkface_jax.parallel as parallel
 import talkface_jax.workdir as workdir_lib
 from talkface_jax.models import talkface
+from talkface_jax.ops import conv
 
 FPS, SAMPLE_RATE, SAMPLES_PER_FRAME = schema.FPS, schema.SAMPLE_RATE, schema.SAMPLES_PER_FRAME
 # Written into every output folder: what made the videos, and the mark that lets a later
@@ -187,8 +188,11 @@ class Generator:
     self.num_traces = 0
     self._aligner = None
     batch_norm = config.model.generation_batch_norm
+    # The conv library's compile option (ops/conv.py) belongs to every jit of the model.
+    options = conv.compiler_options(config.model.conv_impl)
     self._start = jax.jit(functools.partial(talkface.start_generation, self.model,
-                                            num_samples=1, batch_norm=batch_norm))
+                                            num_samples=1, batch_norm=batch_norm),
+                          compiler_options=options)
 
     def chunk(variables, state, mfcc, key_data, deterministic):
       self.num_traces += 1  # Runs only while tracing.
@@ -197,7 +201,7 @@ class Generator:
           batch_norm=batch_norm, deterministic=deterministic)
       return state, jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
 
-    self._chunk = jax.jit(chunk, static_argnames="deterministic")
+    self._chunk = jax.jit(chunk, static_argnames="deterministic", compiler_options=options)
 
   # -- inputs ---------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ import talkface_jax.parallel as parallel
 import talkface_jax.sampling as sampling
 import talkface_jax.workdir as workdir_lib
 from talkface_jax.models import talkface
+from talkface_jax.ops import conv
 
 # -------------------------------------------------------------------------------------------------
 # Optimiser and train state.
@@ -84,7 +85,8 @@ def abstract_train_state(config, model, tx, mesh):
 def create_train_state(config, model, tx, mesh) -> TrainState:
   """A freshly initialised train state, created directly on the mesh."""
   return jax.jit(functools.partial(_init_state, config, model, tx),
-                 out_shardings=parallel.replicated(mesh))()
+                 out_shardings=parallel.replicated(mesh),
+                 compiler_options=conv.compiler_options(config.model.conv_impl))()
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:
@@ -154,14 +156,16 @@ def jit_train_step(config, model, tx, mesh, state_sharding):
   """``train_step`` jitted with explicit shardings and the state donated."""
   return jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
                  in_shardings=(state_sharding, parallel.data_sharded(mesh)),
-                 out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
+                 out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0,
+                 compiler_options=conv.compiler_options(config.model.conv_impl))
 
 
 def jit_eval_step(config, model, mesh, state_sharding):
   return jax.jit(functools.partial(eval_step, model=model, config=config),
                  in_shardings=(state_sharding, parallel.data_sharded(mesh),
                                parallel.replicated(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+                 out_shardings=parallel.replicated(mesh),
+                 compiler_options=conv.compiler_options(config.model.conv_impl))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Tests for talkface_jax.ops.conv: the matmul weight gradient equals XLA's."""
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -230,16 +231,73 @@ def test_selector():
   assert conv.conv_general_dilated_for('xla') is lax.conv_general_dilated
   assert (conv.conv_general_dilated_for('fast_wgrad')
           is conv.conv_general_dilated)
+  assert conv.conv_general_dilated_for('eigen') is lax.conv_general_dilated
   assert jax.default_backend() == 'cpu'  # the test suite runs on CPU
-  assert conv.resolve_impl('auto') == 'fast_wgrad'
-  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated
+  # jaxlib 0.10.2 (the pinned version) accepts the compile option of 'eigen'.
+  assert conv.resolve_impl('auto') == 'eigen'
+  assert conv.conv_general_dilated_for('auto') is lax.conv_general_dilated
   with pytest.raises(ValueError):
     conv.conv_general_dilated_for('cudnn')
+
+
+def test_auto_falls_back_to_matmul_wgrad_without_the_option(monkeypatch):
+  monkeypatch.setattr(conv, '_eigen_option_supported', lambda: False)
+  assert conv.resolve_impl('auto') == 'fast_wgrad'
+  assert conv.compiler_options('auto') == {}
+  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated
 
 
 def test_auto_on_accelerator_is_xla(monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert conv.resolve_impl('auto') == 'xla'
+  assert conv.compiler_options('auto') == {}
+  assert conv.compiler_options('eigen') == {}
+
+
+def _conv_grad_program(options):
+  """Compiled (dx, dW) of a 3x3 conv with `options`: its HLO text and its function."""
+  # 32 channels: XLA leaves smaller convolutions out of YNNPACK even by default.
+  x, w, dy = _random_case(0, 2, (16, 16), 32, 32, (3, 3), 'SAME')
+  def loss(x, w, dy):  # dy an argument: XLA keeps a conv on a constant out of YNNPACK.
+    y = lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                 dimension_numbers=FLAX_DNUMS)
+    return jnp.vdot(y, dy)
+  fn = jax.jit(jax.grad(loss, argnums=(0, 1)), compiler_options=options)
+  return fn.lower(x, w, dy).compile().as_text(), fn(x, w, dy)
+
+
+def _convolutions_in_ynn_fusions(hlo_text):
+  """Convolutions that XLA put inside YNNPACK fusions (their computations' names)."""
+  ynn_computations = set(
+      re.findall(r'calls=%?([\w.\-]+), [^\n]*"kind":"__ynn_fusion"', hlo_text))
+  bodies = re.split(r'\n(?=%|ENTRY)', hlo_text)
+  return [b.split(' ', 1)[0].lstrip('%') for b in bodies
+          if b.split(' ', 1)[0].lstrip('%') in ynn_computations and 'convolution(' in b]
+
+
+def test_eigen_option_moves_convolutions_out_of_ynnpack_same_gradients(monkeypatch):
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  options = conv.compiler_options('eigen')
+  assert options, 'eigen on CPU must set a compile option'
+  default_hlo, (dx_ref, dw_ref) = _conv_grad_program({})
+  eigen_hlo, (dx, dw) = _conv_grad_program(options)
+  # jaxlib 0.10.2 puts both convolutions (dx and dW) into YNNPACK by default; the option
+  # leaves them to XLA's own (Eigen) kernels.
+  assert len(_convolutions_in_ynn_fusions(default_hlo)) == 2, default_hlo
+  assert not _convolutions_in_ynn_fusions(eigen_hlo), eigen_hlo
+  assert eigen_hlo.count('convolution(') >= 2
+  _assert_close(dx, dx_ref, 1e-5)
+  _assert_close(dw, dw_ref, 1e-5)
+
+
+def test_users_xla_flags_win(monkeypatch):
+  monkeypatch.setenv(
+      'XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=-individual_dot')
+  assert conv.compiler_options('eigen') == {}
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_enable_fast_math=false')
+  assert conv.compiler_options('eigen')
+  assert conv.compiler_options('xla') == {}
+  assert conv.compiler_options('fast_wgrad') == {}
 
 
 def test_auto_method_choice():
@@ -252,8 +310,10 @@ def test_auto_method_choice():
 
 
 @pytest.mark.parametrize('size, matmul_wgrad', [(32, True), (64, True), (16, False), (8, False)])
-def test_models_use_the_matmul_weight_gradient_on_large_maps_only(size, matmul_wgrad):
+def test_auto_fallback_uses_the_matmul_weight_gradient_on_large_maps_only(
+    size, matmul_wgrad, monkeypatch):
   from talkface_jax.models import layers  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(conv, '_eigen_option_supported', lambda: False)
   conv_fn = layers.conv_function('auto')
   x, w = jnp.zeros((2, size, size, 4)), jnp.zeros((3, 3, 4, 8))
   jaxpr = str(jax.make_jaxpr(

@@ -93,3 +93,36 @@ def test_prefetch_to_device_keeps_order_positions_and_one_batch_ahead():
   assert [p for _, p in rest] == ["position 1", "position 2", "position 3"]
   assert [float(b["x"][0, 0]) for b, _ in rest] == [1.0, 2.0, 3.0]
   assert pulled == [0, 1, 2, 3]
+
+
+@pytest.mark.slow  # Two compilations of a 32-channel model: ~1-3 min on 2 shared cores.
+def test_eigen_conv_step_equals_the_xla_step():
+  """conv_impl='eigen' (ops/conv.py: the same ops, compiled to XLA's Eigen convolutions instead
+  of YNNPACK) gives the same train step: loss terms and gradient norm. (Not the updated
+  parameters: RMSprop's first update is ~lr * sign(gradient), so rounding flips near-zero
+  gradients; test_conv.py compares the convolution gradients themselves.)"""
+  def one_step(conv_impl):
+    config = grid.get_config("tiny")
+    config.model.conv_impl = conv_impl
+    # 32 channels: below that XLA keeps convolutions out of YNNPACK anyway, and the two
+    # programs would be the same.
+    config.model.encoder_widths = (32, 32, 32, 32)
+    mesh = parallel.make_mesh(config)
+    model = talkface.build_model(config.model)
+    tx = train.make_optimizer(config)
+    state = train.create_train_state(config, model, tx, mesh)
+    step_fn = train.jit_train_step(config, model, tx, mesh,
+                                   jax.tree.map(lambda x: x.sharding, state))
+    hlo = step_fn.lower(state, _fixed_batch(mesh)).compile().as_text()
+    state, metrics = step_fn(state, _fixed_batch(mesh))
+    return hlo, jax.device_get(metrics)
+
+  xla_hlo, xla_metrics = one_step("xla")
+  eigen_hlo, eigen_metrics = one_step("eigen")
+  # Convolutions outside YNNPACK fusions (in the entry computation, not a fused one): more of
+  # them with the option, which leaves every convolution to XLA itself.
+  top_level_convs = lambda hlo: hlo.split("ENTRY")[1].count(" convolution(")
+  assert top_level_convs(eigen_hlo) > top_level_convs(xla_hlo)
+  assert xla_metrics["grad_norm"] > 0
+  for key in xla_metrics:
+    np.testing.assert_allclose(eigen_metrics[key], xla_metrics[key], rtol=1e-4, atol=1e-6)

@@ -28,10 +28,10 @@ def conv_function(impl: str) -> Callable[..., jax.Array]:
   return fast
 
 
-# On XLA CPU the native weight gradient of a 3x3 conv is slowest on large maps; measured
-# under load, the matmul one of ops/conv.py was 3-4x faster on maps of 32x32 and larger and
-# slower on 16x16 and 8x8. On an idle machine it wins on 16x16 to 64x64 and loses on the
-# 128x128 decoder layer (BENCHMARKS.md, "Train step"): this threshold awaits re-tuning.
+# Used only where 'auto' resolves to 'fast_wgrad' (a jaxlib without the compile option of
+# 'eigen', ops/conv.py). There XLA CPU's native (YNNPACK) weight gradient of a 3x3 conv is
+# slowest on large maps; measured under load, the matmul one of ops/conv.py was 3-4x faster
+# on maps of 32x32 and larger and slower on 16x16 and 8x8 (BENCHMARKS.md, "Train step").
 _MATMUL_WGRAD_MIN_POSITIONS = 32 * 32
 
 

@@ -34,6 +34,7 @@ import talkface_jax.errors as errors
 from talkface_jax.models import audio as audio_lib
 from talkface_jax.models import image as image_lib
 from talkface_jax.models import recurrent
+from talkface_jax.ops import conv
 
 
 @flax.struct.dataclass
@@ -200,9 +201,9 @@ def init_variables(model: TalkFace, params_rng: jax.Array, latent_rng: jax.Array
 
 def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
   """The model described by ``config.model``."""
-  if model_config.conv_impl not in ("xla", "fast_wgrad", "auto"):
-    raise errors.UserError(f"model.conv_impl={model_config.conv_impl!r}: use xla, fast_wgrad "
-                           "or auto")
+  if model_config.conv_impl not in conv.IMPLS:
+    raise errors.UserError(f"model.conv_impl={model_config.conv_impl!r}: use one of "
+                           f"{', '.join(conv.IMPLS)}")
   prior = model_config.prior
   if prior not in ("audio", "learned"):
     raise errors.UserError(f"model.prior={prior!r}: use audio or learned")

@@ -18,6 +18,16 @@ with XLA's gradient.
 Use it through `conv_general_dilated_for(impl)`, which returns a callable for
 `flax.linen.Conv(conv_general_dilated=...)`.
 
+Which CPU library runs the convolutions is a compile option, not an op: on
+jaxlib 0.10 XLA:CPU hands convolutions to YNNPACK by default (the
+`individual_convolution` entry of `--xla_cpu_experimental_ynn_fusion_type`),
+whose weight gradient -- a convolution whose window is the whole map -- runs at
+a tenth of its forward rate on maps of 32x32 and larger; XLA's own (Eigen)
+convolution runs the same weight gradient near the matmul rate. impl='eigen'
+keeps `lax.conv_general_dilated` and XLA's gradients, and `compiler_options`
+gives the `jax.jit` option that compiles them to Eigen; 'auto' picks 'eigen' on
+CPU when the installed jaxlib knows the option.
+
 Limitation: a `custom_vjp` function supports reverse mode only (`jax.grad`,
 `jax.vjp`, and reverse-over-reverse); `jax.jvp` / `jax.jacfwd` through the fast
 path raise. Use impl='xla' where forward mode is needed.
@@ -25,6 +35,7 @@ path raise. Use impl='xla' where forward mode is needed.
 
 import functools
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -32,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ('xla', 'fast_wgrad', 'auto')
+IMPLS = ('xla', 'fast_wgrad', 'eigen', 'auto')
 WGRAD_METHODS = ('auto', 'shifted_matmuls', 'im2col')
 
 # im2col concatenates all kernel taps of the input into one [M, K * C_in]
@@ -296,14 +307,61 @@ def conv_general_dilated(
   return _fast_wgrad_conv(config, lhs, rhs)
 
 
+# XLA:CPU's list of operations it hands to YNNPACK (jaxlib 0.10.2 default: dots, reductions and
+# convolutions) without the convolutions. The list is given whole because `jax.jit`'s
+# compiler_options take no "-entry" edits of the default, as XLA_FLAGS do.
+_YNN_FUSION_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
+_YNN_FUSIONS_WITHOUT_CONVOLUTION = (
+    'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE')
+
+
+@functools.cache
+def _eigen_option_supported() -> bool:
+  """Whether this jaxlib's XLA:CPU accepts the option (a tiny compile, once per process)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options={
+        _YNN_FUSION_OPTION: _YNN_FUSIONS_WITHOUT_CONVOLUTION}).lower(
+            jnp.zeros((), jnp.float32)).compile()
+  except Exception:  # pylint: disable=broad-except
+    # An unknown option or value is an INVALID_ARGUMENT JaxRuntimeError; any failure means the
+    # option cannot be used, and 'auto' falls back to the matmul weight gradient.
+    return False
+  return True
+
+
 def resolve_impl(impl: str) -> str:
-  """Maps 'auto' to 'fast_wgrad' on CPU and to 'xla' elsewhere."""
+  """Maps 'auto' to the implementation used on this backend.
+
+  On CPU: 'eigen' where the jaxlib accepts its compile option (XLA's convolutions compiled to
+  Eigen instead of YNNPACK; measured 1.5x the whole 128x128 train step, BENCHMARKS.md), else
+  'fast_wgrad'. Elsewhere 'xla': GPU/TPU convolution gradients are already fast.
+  """
   if impl not in IMPLS:
     raise ValueError(f'Unknown conv impl {impl!r}; expected one of {IMPLS}.')
   if impl == 'auto':
-    # GPU/TPU convolution gradients are already fast (cuDNN, TPU MXU).
-    return 'fast_wgrad' if jax.default_backend() == 'cpu' else 'xla'
+    if jax.default_backend() != 'cpu':
+      return 'xla'
+    return 'eigen' if _eigen_option_supported() else 'fast_wgrad'
   return impl
+
+
+def compiler_options(impl: str) -> dict[str, str]:
+  """The `jax.jit(compiler_options=...)` that a program built with conv `impl` needs.
+
+  {} except for 'eigen' on CPU: there, the option that keeps XLA:CPU's convolutions out of
+  YNNPACK (module docstring). A user's own `--xla_cpu_experimental_ynn_fusion_type` in
+  XLA_FLAGS wins: then {} as well, so the flag they set is the one that applies.
+
+  Args:
+    impl: one of `IMPLS`.
+
+  Returns:
+    Option name -> value, to pass to `jax.jit`.
+  """
+  if (resolve_impl(impl) != 'eigen' or jax.default_backend() != 'cpu'
+      or _YNN_FUSION_OPTION in os.environ.get('XLA_FLAGS', '')):
+    return {}
+  return {_YNN_FUSION_OPTION: _YNN_FUSIONS_WITHOUT_CONVOLUTION}
 
 
 def conv_general_dilated_for(impl: str) -> Callable[..., jax.Array]:
@@ -311,7 +369,8 @@ def conv_general_dilated_for(impl: str) -> Callable[..., jax.Array]:
 
   Args:
     impl: 'xla' (plain `lax.conv_general_dilated`), 'fast_wgrad' (matmul
-      weight gradient) or 'auto' ('fast_wgrad' on CPU, 'xla' otherwise).
+      weight gradient), 'eigen' (plain `lax.conv_general_dilated`; the program
+      is compiled with `compiler_options('eigen')`) or 'auto' (`resolve_impl`).
 
   Returns:
     A function with the signature of `lax.conv_general_dilated`.
