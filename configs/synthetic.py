@@ -49,6 +49,11 @@ def get_config(variant: str = ""):
   config.loss.eye_weight = 3.0
   config.loss.kl_weight = 1e-4
 
+  # Eigen convolutions on CPU (ops/conv.py; XLA elsewhere): 0.60 vs 0.80 s per step of this
+  # model with `xla` (interleaved, idle Intel Xeon AVX-512, BENCHMARKS.md "At a glance").
+  # The figures in the docstring were measured with `xla` (the same maths, other rounding).
+  config.model.conv_impl = "auto"
+
   config.train.num_steps = 1200
   config.train.log_every = 50
   config.train.checkpoint_every = 400
