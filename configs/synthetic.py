@@ -63,6 +63,9 @@ def get_config(variant: str = ""):
   config.sample.num_clips = 2  # Per kind: 2 seen-speaker and 2 unseen-speaker clips.
   if variant == "tiny":
     demo.apply_tiny(config)
+    # Its own folders: the full corpus's would refuse a build with other parameters.
+    config.data.dir = "data/synthetic_tiny/grid_64"
+    config.data.raw_dir = "data/synthetic_tiny/raw"
     config.data.synthetic.num_speakers = 3
     config.data.synthetic.num_heldout = 1
     config.data.synthetic.clips_per_speaker = 3

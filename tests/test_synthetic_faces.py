@@ -315,5 +315,8 @@ def test_synthetic_config_describes_a_speaker_independent_build():
     assert options["split_rule"] == "speakers+sentences"
     assert options["heldout_speakers"] is None  # The corpus's own held-out speakers.
     build.BuildConfig.create(**options)  # Valid build parameters.
+  # The variants' corpora live apart: a shared folder would refuse the other's build.
+  full, tiny = synthetic_config.get_config(), synthetic_config.get_config("tiny")
+  assert full.data.dir != tiny.data.dir and full.data.raw_dir != tiny.data.raw_dir
   with pytest.raises(ValueError, match="unknown variant"):
     synthetic_config.get_config("huge")
