@@ -239,20 +239,11 @@ def format_table(results: dict) -> str:
 
 
 def to_json(results: dict) -> dict:
-  """``results`` with arrays as lists and non-finite numbers as null."""
-  pairs = [{**p, "identity_distance": np.asarray(p["identity_distance"]).tolist(),
-            "opening": np.round(np.asarray(p["opening"], np.float64), 5).tolist()}
+  """``results`` with arrays as lists and non-finite numbers as null (``fileio.json_ready``),
+  the openings rounded to 5 decimals."""
+  pairs = [{**p, "opening": np.round(np.asarray(p["opening"], np.float64), 5)}
            for p in results["pairs"]]
-  as_lists = {**results, "pairs": pairs}
-
-  def clean(value):
-    if isinstance(value, dict):
-      return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-      return [clean(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-  return clean(as_lists)
+  return fileio.json_ready({**results, "pairs": pairs})
 
 
 def main(argv=None) -> int:

@@ -27,12 +27,14 @@ API::
 import contextlib
 import itertools
 import json
+import math
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
 
+import numpy as np
 import tensorflow as tf
 
 TEMP_MARK = ".tmp-"
@@ -175,6 +177,20 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj, **json_kwargs) -> None:
   write_text(path, json.dumps(obj, **json_kwargs))
+
+
+def json_ready(value):
+  """``value`` as strict JSON values: numpy scalars as Python ones, tuples and arrays as
+  lists, and every non-finite float (in dicts and lists, too) as None (null)."""
+  if isinstance(value, dict):
+    return {k: json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return [json_ready(v) for v in value]
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def remove_temp_files(folder) -> list[str]:

@@ -459,7 +459,7 @@ def evaluate(generator: inference.Generator, workdir: str) -> dict | None:
     return None
   step = generator.step
   results = {"step": step, "split": config.data.eval_split, "seed": config.eval.seed, **scores}
-  results = _finite_or_none(results)
+  results = fileio.json_ready(results)
   path = os.path.join(workdir, f"eval_{step}.json")
   fileio.write_json(path, results)
   writer = metric_writers.create_default_writer(workdir)
@@ -472,11 +472,3 @@ def evaluate(generator: inference.Generator, workdir: str) -> dict | None:
   logging.info("Eval results written to %s", path)
   return results
 
-
-def _finite_or_none(value):
-  """``value`` with every non-finite float (in dicts, too) replaced by None (JSON null)."""
-  if isinstance(value, dict):
-    return {k: _finite_or_none(v) for k, v in value.items()}
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value

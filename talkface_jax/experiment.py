@@ -15,7 +15,6 @@ import os
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from data_prep import face, fileio, prepare, synthetic_checks
@@ -115,7 +114,7 @@ def write_demo_outputs(generator: inference.Generator, workdir: str,
     checks = synthetic_checks.synthetic_checks(config.data.raw_dir, clips, videos)
     results["synthetic_lip_sync"] = checks["lip_sync"]
     results["synthetic_blinks"] = checks["blinks"]
-  fileio.write_json(os.path.join(workdir, METRICS_FILE), _plain(results))
+  fileio.write_json(os.path.join(workdir, METRICS_FILE), fileio.json_ready(results))
   print(format_summary(results, workdir), flush=True)
   return results
 
@@ -181,16 +180,3 @@ def format_summary(results: dict, workdir: str) -> str:
 
 def _fmt(value) -> str:
   return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def _plain(value):
-  """``value`` with numpy types as Python ones and non-finite floats as None (valid JSON)."""
-  if isinstance(value, dict):
-    return {k: _plain(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple, np.ndarray)):
-    return [_plain(v) for v in value]
-  if isinstance(value, np.generic):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value

@@ -3,6 +3,7 @@ edge cases (rotation, variable frame rate, 4K, audio only), moved corpora, face 
 
 import glob
 import json
+import math
 import os
 import shutil
 import signal
@@ -351,3 +352,12 @@ def test_atomic_path_keeps_an_extension_for_tools_that_need_one(tmp_path):
             "yuv420p", tmp)
   assert os.listdir(tmp_path) == ["clip.mp4"]
   assert video.read_video(target).frames.shape == (5, 32, 32, 3)
+
+
+def test_json_ready_gives_strict_json():
+  value = {"a": np.float32(0.5), "b": [1.0, math.nan, np.inf], "c": (np.int64(3), "s"),
+           "d": np.array([[1.0, np.nan]]), "e": {"f": -math.inf, "g": None}}
+  ready = fileio.json_ready(value)
+  assert ready == {"a": 0.5, "b": [1.0, None, None], "c": [3, "s"], "d": [[1.0, None]],
+                   "e": {"f": None, "g": None}}
+  json.dumps(ready, allow_nan=False)  # Strict JSON: would raise on a NaN left behind.

@@ -12,7 +12,7 @@ import pytest
 import skimage.metrics
 
 from configs import grid
-from data_prep import face, shards, template
+from data_prep import face, fileio, shards, template
 from talkface_jax import evaluation, experiment, inference, input_pipeline, train
 from tests import fixtures_raw, shard_fixtures
 
@@ -195,7 +195,7 @@ def test_eval_reports_seen_and_unseen_speakers_apart(tmp_path):
   assert seen["frames_scored"] == unseen["frames_scored"] == 2 * 7
   # The fixture's frames show no face: identity is not measurable, and says so.
   assert seen["identity_clips_unmeasured"] == 2 and seen["identity_distance_median"] is None
-  assert written == json.loads(json.dumps(evaluation._finite_or_none(results)))
+  assert written == json.loads(json.dumps(fileio.json_ready(results)))
   table = evaluation.format_table(results)
   assert "unseen" in table and "identity_distance_median" in table
   # A split of one kind gives the same seeded choice as before the kinds existed.
