@@ -17,7 +17,7 @@ The blink and eye figures come from the evaluation (all held-out clips, K sample
 checks. Different ``conv_impl`` values give different float rounding, so together with the
 seeds they test whether the behaviour is a property of the system or of one lucky run.
 
-  python -m benchmarks.seeds --seeds=0,1,2 --conv_impls=xla,fast_wgrad --root=runs/seeds \\
+  python -m benchmarks.seeds --seeds=0,1,2 --conv_impls=xla,auto --root=runs/seeds \\
       [--override=--config.model.prior=learned ...] [--report_only]
 """
 
@@ -115,7 +115,7 @@ def run_one(root: str, seed: int, conv_impl: str, overrides: list[str], log) -> 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--conv_impls", default="xla,fast_wgrad")
+  parser.add_argument("--conv_impls", default="xla,auto")
   parser.add_argument("--root", default="runs/seeds", help="One workdir per run under it.")
   parser.add_argument("--override", action="append", default=[],
                       help="Extra run_experiment flag, e.g. --override=--config.model.prior=learned")
