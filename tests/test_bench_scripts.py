@@ -1,8 +1,11 @@
 """The train-step and sampling benchmarks run and count predicted frames (tiny model)."""
 
+import json
+
 import pytest
 
 from benchmarks import sample as sample_bench
+from benchmarks import seeds
 from benchmarks import train_step
 
 
@@ -38,3 +41,39 @@ def test_sampling_benchmark_counts_generated_frames():
   assert r["traces"] == 1  # 4 frames in chunks of 3: one compilation, two calls.
   # sample_bench.profile (compiles every part apart) is left to the benchmark's own runs:
   # it took minutes here under load for no check the above lacks.
+
+
+def _demo_metrics(**evaluation):
+  """A demo ``metrics.json`` with the figures ``benchmarks.seeds`` reads (seed 0 / auto of the
+  400-step grid in BENCHMARKS.md, "stochasticity"), ``evaluation`` keys overridden."""
+  ev = {"blink_overlap": 0.278, "samples_with_blink": 0.969, "truth_with_blink": 0.625,
+        "closed_fraction_samples": 0.065, "closed_fraction_truth": 0.0524,
+        "diversity_eyes": 0.00989, "diversity_mouth": 0.00882, "agreement_mouth": 0.935,
+        "agreement_eyes": 0.355, "mse_eyes_best_of_k": 0.00325, "deterministic_mse_eyes": 0.0035,
+        "head_diversity": 0.11, "head_motion_samples": 0.22, "head_motion_truth": 0.19}
+  ev.update(evaluation)
+  return {"evaluation": ev, "synthetic_lip_sync": {"sample_r_mean": 0.922, "sample_r_min": 0.874}}
+
+
+def test_seeds_table_marks_each_target(tmp_path, capsys):
+  good = seeds.figures(_demo_metrics())
+  assert all(seeds.check(test, good) == "ok" for _, _, test in seeds.TARGETS)
+  # Samples blinking together, 4x the data's closed frames, eyes agreeing: three targets fail.
+  bad = seeds.figures(_demo_metrics(blink_overlap=0.7, closed_fraction_samples=0.21,
+                                    agreement_eyes=0.8))
+  marks = {name: seeds.check(test, bad) for name, _, test in seeds.TARGETS}
+  assert [n for n, m in marks.items() if m == "NO"] == [
+      "blink overlap", "closed frames / data", "agree eyes"]
+  # No sample blinks: the overlap is undefined ('?'), not a pass.
+  none = seeds.figures(_demo_metrics(blink_overlap=None, samples_with_blink=0.0))
+  assert seeds.check(seeds.TARGETS[0][2], none) == "?"
+  text = seeds.table([("seed 0, auto", good), ("seed 1, xla", bad), ("seed 2, xla", None)])
+  lines = text.splitlines()
+  assert len(lines) == 5 and "0.278 ok" in lines[2] and "0.7 NO" in lines[3]
+  assert "missing" in lines[4]
+  # --report_only reads finished runs back from <root>/seed<S>_<impl>/metrics.json.
+  (tmp_path / "seed0_auto").mkdir()
+  (tmp_path / "seed0_auto" / "metrics.json").write_text(json.dumps(_demo_metrics()))
+  seeds.main(["--seeds=0", "--conv_impls=auto,xla", f"--root={tmp_path}", "--report_only"])
+  out = capsys.readouterr().out
+  assert "| seed 0, xla | missing" in out and "1 of 2 runs finished; 1 hold every target." in out
