@@ -61,9 +61,8 @@ def get_config(variant: str = ""):
   # closed-eye frames 0.29 vs 0.05 in the data, overlap 0.70, eye agreement 0.72 (targets
   # missed); lip sync r 0.92 (worst 0.86), SSIM best of K 0.936. Over 3 seeds x 2 conv_impl
   # values (400 steps) one run of six holds every target, at 800 steps (xla) none of three:
-  # some seeds hardly blink, and where
-  # blinks are learnt the prior can time them from the 64 training clips' audio (BENCHMARKS.md,
-  # "stochasticity"; issue 11 stays open).
+  # some seeds hardly blink, and where blinks are learnt the prior can time them from the 64
+  # training clips' audio (BENCHMARKS.md, "stochasticity"; issue 11 stays open).
   config.model.prior = "learned"
   config.model.latent_correlation = 0.9
 
