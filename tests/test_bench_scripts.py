@@ -1,4 +1,5 @@
-"""The train-step and sampling benchmarks run and count predicted frames (tiny model)."""
+"""The benchmark scripts: train step and sampling run and count predicted frames (tiny model);
+the seeds table marks the stochasticity targets."""
 
 import json
 
