@@ -12,6 +12,10 @@ back) and prints one table of the issue's targets, each figure with its target:
 * lip sync: r against the synthetic driving curve >= 0.8 on average, every sample >= 0.6;
 * best-of-K eye-region MSE under the deterministic baseline's (z = the prior's mean).
 
+Beside them, not targets: head diversity / motion, and the teacher-forced reconstruction's
+closed-eye fraction and its recall of the data's closed frames (does the model render a blink
+when the frame posterior encodes one? If so, samples without blinks are the prior's doing).
+
 The blink and eye figures come from the evaluation (all held-out clips, K samples each,
 ``eval_<step>.json`` as copied into ``metrics.json``), lip sync from the demo's synthetic
 checks. Different ``conv_impl`` values give different float rounding, so together with the
@@ -51,7 +55,8 @@ def figures(metrics: dict) -> dict:
       "blink_overlap", "samples_with_blink", "truth_with_blink", "closed_fraction_samples",
       "closed_fraction_truth", "diversity_eyes", "diversity_mouth", "agreement_mouth",
       "agreement_eyes", "mse_eyes_best_of_k", "deterministic_mse_eyes", "head_diversity",
-      "head_motion_samples", "head_motion_truth", "closed_with_baseline")}
+      "head_motion_samples", "head_motion_truth", "closed_with_baseline",
+      "closed_fraction_reconstruction", "reconstruction_blink_recall")}
   sync = metrics.get("synthetic_lip_sync") or {}
   out["sync_r_mean"], out["sync_r_min"] = sync.get("sample_r_mean"), sync.get("sample_r_min")
   return out
@@ -83,16 +88,22 @@ def check(test, f: dict) -> str:
 
 def table(rows: list[tuple[str, dict | None]]) -> str:
   """Markdown table: one row per run, a cell per target ('value ok|NO|?')."""
-  head = "| run | " + " | ".join(f"{n} ({t})" for n, t, _ in TARGETS) + " | head div / motion (px) |"
-  lines = [head, "|" + "---|" * (len(TARGETS) + 2)]
+  head = ("| run | " + " | ".join(f"{n} ({t})" for n, t, _ in TARGETS) +
+          " | head div / motion (px) | reconstruction closed / recall |")
+  lines = [head, "|" + "---|" * (len(TARGETS) + 3)]
+  fmt = lambda v: "-" if v is None else f"{v:.3g}"
   for name, f in rows:
     if f is None:
-      lines.append(f"| {name} | " + " | ".join("missing" for _ in TARGETS) + " | - |")
+      lines.append(f"| {name} | " + " | ".join("missing" for _ in TARGETS) + " | - | - |")
       continue
     cells = [f"{value_text(n, f)} {check(test, f)}" for n, _, test in TARGETS]
     head_cell = (f"{f['head_diversity']:.2f} / {f['head_motion_samples']:.2f} (data "
                  f"{f['head_motion_truth']:.2f})" if f.get("head_diversity") is not None else "-")
-    lines.append(f"| {name} | " + " | ".join(cells) + f" | {head_cell} |")
+    # Not a target: whether the model renders the data's blinks when the frame posterior
+    # encodes them (teacher-forced), against which the samples' blinks are the prior's doing.
+    recon_cell = (f"{fmt(f.get('closed_fraction_reconstruction'))} / "
+                  f"{fmt(f.get('reconstruction_blink_recall'))}")
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {head_cell} | {recon_cell} |")
   return "\n".join(lines)
 
 

@@ -24,7 +24,13 @@ Per clip and sample (``metrics`` owns the formulas):
 * drawn or decided (``metrics.closed_with_baseline``): the fraction of the samples'
   closed-eye frames where the deterministic video's eyes are closed too. Near 1, the closures
   come from the inputs (e.g. the model shuts the eyes wherever the audio is silent), not
-  from the latent draw, however many samples "blink".
+  from the latent draw, however many samples "blink";
+* rendered or drawn (``metrics.reconstructed_blinks``, K > 1): the closed-eye fraction of the
+  teacher-forced reconstruction (z = the frame posterior's mean, previous true frames;
+  ``Generator.reconstruct_clips``) and the fraction of the ground truth's closed-eye frames
+  it closes too. Reconstructions that blink with the data while the samples do not: the
+  prior fails to draw blinks; reconstructions that do not blink: the model has not learnt
+  to render one.
 
 * identity preservation: Dlib's face-descriptor distance (``data_prep.face.face_descriptors``)
   between the identity frame (the clip's frame 0) and ``config.eval.identity_frames`` evenly
@@ -78,7 +84,8 @@ _BETWEEN_SAMPLES = ("diversity", "diversity_eyes", "diversity_mouth", "agreement
                     "agreement_eyes", "closed_fraction_samples", "closed_fraction_truth",
                     "samples_with_blink", "truth_with_blink", "blink_overlap",
                     "head_diversity", "head_motion_samples", "head_motion_truth",
-                    "closed_fraction_baseline", "closed_with_baseline")
+                    "closed_fraction_baseline", "closed_with_baseline",
+                    "closed_fraction_reconstruction", "reconstruction_blink_recall")
 # The kinds of held-out speaker, and the figures ``format_table`` compares between them.
 KINDS = ("seen", "unseen")
 _PER_KIND_ROWS = ("num_clips", "ssim_best_of_k", "ssim_mean_of_k", "psnr_mean_of_k",
@@ -159,7 +166,8 @@ def identity_distances(samples: np.ndarray, truth: np.ndarray, count: int) -> di
 def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
                masks: tuple[tuple[str, ...], np.ndarray] | None,
                identity_frames: int = 0,
-               baseline_eyes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               baseline_eyes: np.ndarray | None = None,
+               reconstruction_eyes: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Scores K generated videos of one clip (frame 0 excluded).
 
   Args:
@@ -171,6 +179,8 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
     identity_frames: frames per video scored for identity (``identity_distances``); 0 skips.
     baseline_eyes: [T-1] eye openings of the clip's deterministic video ('eye_opening' of its
       ``score_clip``), for ``metrics.sample_variation``'s drawn-or-decided figures.
+    reconstruction_eyes: [T-1] eye openings of the clip's teacher-forced reconstruction
+      (``Generator.reconstruct_clips``), for ``metrics.reconstructed_blinks``.
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening),
@@ -203,7 +213,7 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
     scores["agreement_mouth"] = metrics.mean_pairwise_r(opening)
     scores["agreement_eyes"] = metrics.mean_pairwise_r(eyes)
     scores.update(metrics.sample_variation(eyes, face.eye_opening(truth_landmarks), fitted,
-                                           truth_landmarks, baseline_eyes))
+                                           truth_landmarks, baseline_eyes, reconstruction_eyes))
   if identity_frames > 0:
     scores["identity_checked"] = True
     scores.update(identity_distances(samples, clip["frames"], identity_frames))
@@ -274,7 +284,7 @@ def format_table(results: dict) -> str:
     lines.append(f"{name:<12}{fmt(results[f'{name}_mean_of_k'])}"
                  f"{fmt(results[f'{name}_best_of_k'])}{fmt(results[f'deterministic_{name}'])}")
   for name in _BETWEEN_SAMPLES:
-    lines.append(f"{name:<24}{fmt(results[name])}")
+    lines.append(f"{name:<32}{fmt(results[name])}")
   if "still_frame_ssim" in results:
     lines.append(f"frame 0 held still (a model that moves nothing): ssim "
                  f"{fmt(results['still_frame_ssim']).strip()}, psnr "
@@ -354,18 +364,21 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
   batch_size = config.eval.batch_size
   stochastic_videos = generator.generate_clips(clips, num_samples, key, batch_size)
   deterministic_videos = generator.generate_clips(clips, 1, key, batch_size, deterministic=True)
+  reconstructions = generator.reconstruct_clips(clips) if num_samples > 1 else [None] * len(clips)
   if jax.process_index() != 0:
     return None
   masks = region_masks(config.model.resolution) if num_samples > 1 else None
   scored = []  # Per clip: (stochastic scores, deterministic scores, still-frame scores).
-  for clip, samples, baseline in tqdm.tqdm(
-      list(zip(clips, stochastic_videos, deterministic_videos)), desc="scoring clips",
-      unit="clip", leave=False):
+  for clip, samples, baseline, reconstruction in tqdm.tqdm(
+      list(zip(clips, stochastic_videos, deterministic_videos, reconstructions)),
+      desc="scoring clips", unit="clip", leave=False):
     truth_landmarks = face.landmarks_on_aligned(clip["frames"][1:])
     held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
     deterministic = score_clip(baseline, clip, truth_landmarks, None)
+    reconstruction_eyes = None if reconstruction is None else face.eye_opening(
+        face.landmarks_on_aligned(reconstruction[1:]))
     stochastic = score_clip(samples, clip, truth_landmarks, masks, identity_frames,
-                            deterministic["eye_opening"][0])
+                            deterministic["eye_opening"][0], reconstruction_eyes)
     scored.append((stochastic, deterministic, frame_scores(held, clip["frames"])))
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)

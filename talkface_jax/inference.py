@@ -203,6 +203,15 @@ class Generator:
 
     self._chunk = jax.jit(chunk, static_argnames="deterministic", compiler_options=options)
 
+    def reconstruct(variables, frames, mfcc):
+      mode = dict(train=False) if batch_norm == "running" else dict(
+          train=True, mutable=["batch_stats"])
+      out = self.model.apply(variables, frames, mfcc, posterior_mean=True, **mode)
+      out = out if batch_norm == "running" else out[0]
+      return jnp.clip(jnp.round(out.frames * 255.0), 0, 255).astype(jnp.uint8)
+
+    self._reconstruct = jax.jit(reconstruct, compiler_options=options)
+
   # -- inputs ---------------------------------------------------------------------------------
 
   def prepare_face(self, face, face_index: int = 0) -> np.ndarray:
@@ -295,6 +304,40 @@ class Generator:
       out = self.generate_aligned(np.stack([c["frames"][0] for c in batch]), mfcc,
                                   num_samples, keys, deterministic)
       videos.extend(v[:, :n] for v, n in zip(out, lengths))
+    return videos
+
+  def reconstruct_clips(self, clips: list[dict]) -> list[np.ndarray]:
+    """Teacher-forced reconstructions: frames 1..T-1 from the previous TRUE frame and z = the
+    frame posterior's mean (as in training, without the draw).
+
+    What the model renders when the posterior encodes what the frames show: the evaluation
+    compares its blinks with the samples' (``metrics.reconstructed_blinks``). One clip per
+    device per call; clips are padded at the end to a multiple of 25 frames (the model is
+    causal, so padding does not change a clip's frames), so similar lengths compile once.
+
+    Args:
+      clips: dicts with 'frames' uint8 [T_i, S, S, 3] and 'mfcc' [T_i, 28, 12].
+
+    Returns:
+      Per clip, uint8 [T_i, S, S, 3]: frame 0 (the identity frame), then the reconstructions.
+    """
+    devices = self.mesh.devices.size
+    videos = []
+    for start in range(0, len(clips), devices):
+      group = clips[start:start + devices]
+      lengths = [len(c["frames"]) for c in group]
+      padded = max(2, math.ceil(max(lengths) / 25) * 25)
+      frames = np.zeros((devices, padded, *group[0]["frames"].shape[1:]), np.float32)
+      mfcc = np.zeros((devices, padded, *group[0]["mfcc"].shape[1:]), np.float32)
+      for row in range(devices):  # Rows past the group repeat its first clip.
+        clip = group[row] if row < len(group) else group[0]
+        frames[row, :len(clip["frames"])] = clip["frames"] / np.float32(255.0)
+        mfcc[row, :len(clip["mfcc"])] = clip["mfcc"]
+      out = parallel.to_host(self._reconstruct(
+          self.variables, parallel.shard_rows(frames, self.mesh),
+          parallel.shard_rows(mfcc, self.mesh)))
+      videos.extend(np.concatenate([clip["frames"][:1], out[row, :n - 1]])
+                    for row, (clip, n) in enumerate(zip(group, lengths)))
     return videos
 
   @staticmethod

@@ -462,7 +462,8 @@ def region_mse(videos: ArrayLike, truth: ArrayLike, mask: ArrayLike) -> np.ndarr
 
 def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
                      sample_landmarks: ArrayLike, truth_landmarks: ArrayLike,
-                     baseline_eyes: Optional[ArrayLike] = None) -> dict[str, float]:
+                     baseline_eyes: Optional[ArrayLike] = None,
+                     reconstruction_eyes: Optional[ArrayLike] = None) -> dict[str, float]:
   """Blink and head figures of one clip's K samples against its ground truth.
 
   Args:
@@ -471,6 +472,8 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
     sample_landmarks: [K, T, 68, 2] Dlib landmarks of the samples.
     truth_landmarks: [T, 68, 2] Dlib landmarks of the ground truth.
     baseline_eyes: optional [T] eye openings of the clip's deterministic video.
+    reconstruction_eyes: optional [T] eye openings of the clip's teacher-forced
+      reconstruction (z from the frame posterior).
 
   Returns:
     'closed_fraction_samples' / 'closed_fraction_truth': fraction of frames with closed eyes;
@@ -479,7 +482,8 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
     samples) and 'blink_pairs' (``blink_overlap``); 'head_diversity': pairwise distance of the
     samples' head trajectories (pixels); 'head_motion_samples' / 'head_motion_truth': mean
     ``head_motion`` of the samples / of the ground truth (pixels); with ``baseline_eyes``,
-    ``closed_with_baseline``'s figures.
+    ``closed_with_baseline``'s figures; with ``reconstruction_eyes``,
+    ``reconstructed_blinks``' figures.
   """
   truth_eyes = np.asarray(truth_eyes, np.float64)
   level = float(np.median(truth_eyes))
@@ -489,6 +493,8 @@ def sample_variation(sample_eyes: ArrayLike, truth_eyes: ArrayLike,
   trajectories = head_trajectory(sample_landmarks)
   drawn_or_decided = ({} if baseline_eyes is None else
                       closed_with_baseline(sample_eyes, baseline_eyes, truth_eyes))
+  if reconstruction_eyes is not None:
+    drawn_or_decided.update(reconstructed_blinks(reconstruction_eyes, truth_eyes))
   return {
       'closed_fraction_samples': float(closed.mean()),
       'closed_fraction_truth': float(truth_closed.mean()),
@@ -528,6 +534,31 @@ def closed_with_baseline(sample_eyes: ArrayLike, baseline_eyes: ArrayLike,
   shared = (closed & baseline[None]).sum()
   return {'closed_fraction_baseline': float(baseline.mean()),
           'closed_with_baseline': float(shared / closed.sum()) if closed.any() else math.nan}
+
+
+def reconstructed_blinks(reconstruction_eyes: ArrayLike,
+                         truth_eyes: ArrayLike) -> dict[str, float]:
+  """Whether the decoder renders the clip's blinks when the frame posterior encodes them.
+
+  The teacher-forced reconstruction (z from the frame posterior, previous true frames) tells
+  a model that cannot draw a blink (the prior's fault: reconstructions blink, samples do not)
+  from one that has not learnt to render one (reconstructions do not blink either).
+
+  Args:
+    reconstruction_eyes: [T] eye openings of the reconstruction (frame 0 excluded).
+    truth_eyes: [T] eye openings of the ground truth; their median is the open level.
+
+  Returns:
+    'closed_fraction_reconstruction': fraction of its frames with closed eyes;
+    'reconstruction_blink_recall': fraction of the ground truth's closed-eye frames closed in
+    the reconstruction too (nan when the ground truth never closes its eyes).
+  """
+  level = float(np.median(np.asarray(truth_eyes, np.float64)))
+  closed = closed_eyes(reconstruction_eyes, level)
+  truth = closed_eyes(truth_eyes, level)
+  return {'closed_fraction_reconstruction': float(closed.mean()),
+          'reconstruction_blink_recall': (float((closed & truth).sum() / truth.sum())
+                                          if truth.any() else math.nan)}
 
 
 # -------------------------------------------------------------------------------------------------

@@ -68,10 +68,15 @@ def test_seeds_table_marks_each_target(tmp_path, capsys):
   # No sample blinks: the overlap is undefined ('?'), not a pass.
   none = seeds.figures(_demo_metrics(blink_overlap=None, samples_with_blink=0.0))
   assert seeds.check(seeds.TARGETS[0][2], none) == "?"
+  # The reconstruction's blinks are shown beside the targets ('-' for runs that predate them).
+  good = seeds.figures(_demo_metrics(closed_fraction_reconstruction=0.0507,
+                                     reconstruction_blink_recall=0.853))
   text = seeds.table([("seed 0, auto", good), ("seed 1, xla", bad), ("seed 2, xla", None)])
   lines = text.splitlines()
   assert len(lines) == 5 and "0.278 ok" in lines[2] and "0.7 NO" in lines[3]
   assert "missing" in lines[4]
+  assert lines[2].endswith("| 0.0507 / 0.853 |") and lines[3].endswith("| - / - |")
+  assert len({line.count("|") for line in lines}) == 1
   # --report_only reads finished runs back from <root>/seed<S>_<impl>/metrics.json.
   (tmp_path / "seed0_auto").mkdir()
   (tmp_path / "seed0_auto" / "metrics.json").write_text(json.dumps(_demo_metrics()))

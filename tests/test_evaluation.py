@@ -139,7 +139,8 @@ _FIELDS = {
     "identity_distance_worst_clip", "identity_under_threshold", "identity_face_found",
     "truth_identity_distance_median", "truth_identity_distance_worst_clip",
     "truth_identity_under_threshold", "truth_identity_face_found",
-    "identity_clips_unmeasured", "closed_fraction_baseline", "closed_with_baseline"}
+    "identity_clips_unmeasured", "closed_fraction_baseline", "closed_with_baseline",
+    "closed_fraction_reconstruction", "reconstruction_blink_recall"}
 
 
 class _EchoGenerator:
@@ -158,6 +159,9 @@ class _EchoGenerator:
         frames[1:] = 255 - frames[1:]
       videos.append(np.repeat(frames[None], num_samples, axis=0))
     return videos
+
+  def reconstruct_clips(self, clips):
+    return [v[0] for v in self.generate_clips(clips, 1, None, 1)]
 
 
 def test_eval_reports_seen_and_unseen_speakers_apart(tmp_path):

@@ -298,6 +298,23 @@ def test_sample_variation_of_one_clip():
   assert figures['head_motion_samples'] == 0.0 == figures['head_motion_truth']
 
 
+def test_reconstructed_blinks_against_the_truth():
+  truth = np.full(8, 0.4)  # Open level 0.4: closed under 0.2.
+  truth[[2, 3, 4]] = 0.1
+  reconstruction = np.full(8, 0.4)
+  reconstruction[[3, 4, 6]] = 0.1  # Two of the truth's three closed frames, one of its own.
+  figures = metrics.reconstructed_blinks(reconstruction, truth)
+  assert figures["closed_fraction_reconstruction"] == pytest.approx(3 / 8)
+  assert figures["reconstruction_blink_recall"] == pytest.approx(2 / 3)
+  never = metrics.reconstructed_blinks(reconstruction, np.full(8, 0.4))
+  assert np.isnan(never["reconstruction_blink_recall"])
+  eyes, landmarks = np.full((2, 8), 0.4), np.zeros((2, 8, 68, 2))
+  with_it = metrics.sample_variation(eyes, truth, landmarks, landmarks[0], None, reconstruction)
+  assert with_it["reconstruction_blink_recall"] == pytest.approx(2 / 3)
+  assert "reconstruction_blink_recall" not in metrics.sample_variation(eyes, truth, landmarks,
+                                                                       landmarks[0])
+
+
 def test_closed_with_baseline_counts_sample_closures_the_deterministic_video_shares():
   truth = np.full(8, 0.4)  # Open level 0.4: closed under 0.2.
   baseline = np.array([0.4, 0.1, 0.1, 0.4, 0.4, 0.4, 0.4, 0.4])  # Closed at frames 1, 2.

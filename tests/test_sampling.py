@@ -139,6 +139,26 @@ def test_chunked_generation_equals_one_call(tiny):
     assert generator.num_traces == 1
 
 
+def test_reconstruction_is_the_teacher_forced_posterior_mean_pass(tiny, generator):
+  """``reconstruct_clips`` = the training pass with z = the posterior's mean, on each clip
+  unpadded (its padding to 25 frames changes nothing), frame 0 the identity frame."""
+  _, model, variables = tiny
+  rng = np.random.default_rng(2)
+  clips = [{"frames": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+            "mfcc": rng.normal(size=(n, 28, 12)).astype(np.float32)} for n in (7, 12)]
+  videos = generator.reconstruct_clips(clips)
+  for clip, video in zip(clips, videos):
+    out = model.apply(variables, clip["frames"][None] / np.float32(255.0), clip["mfcc"][None],
+                      train=False, posterior_mean=True)
+    expected = np.clip(np.round(np.asarray(out.frames[0]) * 255.0), 0, 255)
+    assert video.shape == clip["frames"].shape and video.dtype == np.uint8
+    np.testing.assert_array_equal(video[0], clip["frames"][0])
+    assert np.abs(video[1:].astype(int) - expected).max() <= 1  # uint8 rounding.
+  # The posterior sees the true frames: other frames, another reconstruction.
+  other = generator.reconstruct_clips([{**clips[0], "frames": 255 - clips[0]["frames"]}])[0]
+  assert np.abs(other[1:].astype(int) - videos[0][1:].astype(int)).max() > 0
+
+
 def test_a_sample_does_not_depend_on_its_batch(generator):
   rng = np.random.default_rng(1)
   frame0 = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)

@@ -87,13 +87,16 @@ class TalkFace(nn.Module):
   # Training: teacher forcing.
   # ---------------------------------------------------------------------------------------------
 
-  def __call__(self, frames: jax.Array, mfcc: jax.Array, train: bool = True) -> TrainOutput:
+  def __call__(self, frames: jax.Array, mfcc: jax.Array, train: bool = True,
+               posterior_mean: bool = False) -> TrainOutput:
     """Teacher-forced pass; draws z with the 'latent' RNG stream.
 
     Args:
       frames: [B, T, H, W, 3] in [0, 1]; frames[:, 0] is the identity frame.
       mfcc: [B, T, 28, 12], one window per frame.
       train: BatchNorm mode.
+      posterior_mean: z = the frame posterior's mean instead of a draw (no 'latent' stream
+        needed): the evaluation's reconstruction (``inference.Generator.reconstruct_clips``).
     """
     b, t = frames.shape[:2]
     # Each frame is encoded once, all frames of all sequences in one batch.
@@ -108,8 +111,10 @@ class TalkFace(nn.Module):
     if self.prior == "learned":  # Teacher forcing: the previous true frame's code.
       prior_inputs = jnp.concatenate([audio, codes[:, :-1].astype(audio.dtype)], axis=-1)
     _, prior_mu, prior_logvar = self.audio_prior(prior_inputs)
-    eps = jax.random.normal(self.make_rng("latent"), post_mu.shape, post_mu.dtype)
-    z = post_mu + jnp.exp(0.5 * post_logvar) * eps
+    z = post_mu
+    if not posterior_mean:
+      eps = jax.random.normal(self.make_rng("latent"), post_mu.shape, post_mu.dtype)
+      z = post_mu + jnp.exp(0.5 * post_logvar) * eps
 
     _, predicted = self.predictor(codes[:, :-1], self.predictor_latent(z, audio))
     recon = self.frame_decoder(predicted, context, train)
