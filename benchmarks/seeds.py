@@ -14,7 +14,8 @@ back) and prints one table of the issue's targets, each figure with its target:
 
 Beside them, not targets: head diversity / motion, and the teacher-forced reconstruction's
 closed-eye fraction and its recall of the data's closed frames (does the model render a blink
-when the frame posterior encodes one? If so, samples without blinks are the prior's doing).
+when the frame posterior encodes one? If so, samples without blinks are generation's doing:
+the prior, or the predictor fed its own frames).
 
 The blink and eye figures come from the evaluation (all held-out clips, K samples each,
 ``eval_<step>.json`` as copied into ``metrics.json``), lip sync from the demo's synthetic
@@ -100,7 +101,7 @@ def table(rows: list[tuple[str, dict | None]]) -> str:
     head_cell = (f"{f['head_diversity']:.2f} / {f['head_motion_samples']:.2f} (data "
                  f"{f['head_motion_truth']:.2f})" if f.get("head_diversity") is not None else "-")
     # Not a target: whether the model renders the data's blinks when the frame posterior
-    # encodes them (teacher-forced), against which the samples' blinks are the prior's doing.
+    # encodes them (teacher-forced), against which the samples' blinks are generation's doing.
     recon_cell = (f"{fmt(f.get('closed_fraction_reconstruction'))} / "
                   f"{fmt(f.get('reconstruction_blink_recall'))}")
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {head_cell} | {recon_cell} |")

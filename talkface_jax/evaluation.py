@@ -28,9 +28,9 @@ Per clip and sample (``metrics`` owns the formulas):
 * rendered or drawn (``metrics.reconstructed_blinks``, K > 1): the closed-eye fraction of the
   teacher-forced reconstruction (z = the frame posterior's mean, previous true frames;
   ``Generator.reconstruct_clips``) and the fraction of the ground truth's closed-eye frames
-  it closes too. Reconstructions that blink with the data while the samples do not: the
-  prior fails to draw blinks; reconstructions that do not blink: the model has not learnt
-  to render one.
+  it closes too. Reconstructions that blink with the data while the samples do not:
+  generation fails to draw blinks (the prior, or the predictor fed its own frames);
+  reconstructions that do not blink: the model has not learnt to render one.
 
 * identity preservation: Dlib's face-descriptor distance (``data_prep.face.face_descriptors``)
   between the identity frame (the clip's frame 0) and ``config.eval.identity_frames`` evenly

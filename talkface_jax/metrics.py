@@ -541,8 +541,9 @@ def reconstructed_blinks(reconstruction_eyes: ArrayLike,
   """Whether the decoder renders the clip's blinks when the frame posterior encodes them.
 
   The teacher-forced reconstruction (z from the frame posterior, previous true frames) tells
-  a model that cannot draw a blink (the prior's fault: reconstructions blink, samples do not)
-  from one that has not learnt to render one (reconstructions do not blink either).
+  a model whose generation does not draw a blink (reconstructions blink, samples do not: the
+  prior, or the predictor fed its own frames) from one that has not learnt to render one
+  (reconstructions do not blink either).
 
   Args:
     reconstruction_eyes: [T] eye openings of the reconstruction (frame 0 excluded).
