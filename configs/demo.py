@@ -62,7 +62,9 @@ def get_config(variant: str = ""):
   # missed); lip sync r 0.92 (worst 0.86), SSIM best of K 0.936. Over 3 seeds x 2 conv_impl
   # values (400 steps) one run of six holds every target, at 800 steps (xla) none of three:
   # some seeds hardly blink, and where blinks are learnt the prior can time them from the 64
-  # training clips' audio (BENCHMARKS.md, "stochasticity"; issue 11 stays open).
+  # training clips' audio (BENCHMARKS.md, "stochasticity"; issue 11 stays open). The
+  # teacher-forced reconstructions of seeds 1 and 2 at 800 steps do blink with the data (5 %
+  # of frames): the model renders blinks, its generation does not draw them.
   config.model.prior = "learned"
   config.model.latent_correlation = 0.9
 
