@@ -204,11 +204,8 @@ class Generator:
     self._chunk = jax.jit(chunk, static_argnames="deterministic", compiler_options=options)
 
     def reconstruct(variables, frames, mfcc):
-      mode = dict(train=False) if batch_norm == "running" else dict(
-          train=True, mutable=["batch_stats"])
-      out = self.model.apply(variables, frames, mfcc, posterior_mean=True, **mode)
-      out = out if batch_norm == "running" else out[0]
-      return jnp.clip(jnp.round(out.frames * 255.0), 0, 255).astype(jnp.uint8)
+      out = talkface.reconstruct(self.model, variables, frames, mfcc, batch_norm)
+      return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
 
     self._reconstruct = jax.jit(reconstruct, compiler_options=options)
 
@@ -327,15 +324,13 @@ class Generator:
       group = clips[start:start + devices]
       lengths = [len(c["frames"]) for c in group]
       padded = max(2, math.ceil(max(lengths) / 25) * 25)
-      frames = np.zeros((devices, padded, *group[0]["frames"].shape[1:]), np.float32)
-      mfcc = np.zeros((devices, padded, *group[0]["mfcc"].shape[1:]), np.float32)
-      for row in range(devices):  # Rows past the group repeat its first clip.
-        clip = group[row] if row < len(group) else group[0]
-        frames[row, :len(clip["frames"])] = clip["frames"] / np.float32(255.0)
-        mfcc[row, :len(clip["mfcc"])] = clip["mfcc"]
-      out = parallel.to_host(self._reconstruct(
-          self.variables, parallel.shard_rows(frames, self.mesh),
-          parallel.shard_rows(mfcc, self.mesh)))
+      frames = np.zeros((len(group), padded, *group[0]["frames"].shape[1:]), np.float32)
+      mfcc = np.zeros((len(group), padded, *group[0]["mfcc"].shape[1:]), np.float32)
+      for row, (clip, n) in enumerate(zip(group, lengths)):
+        frames[row, :n] = clip["frames"] / np.float32(255.0)
+        mfcc[row, :n] = clip["mfcc"]
+      out = parallel.to_host(self._reconstruct(self.variables, self._shard_rows(frames),
+                                               self._shard_rows(mfcc)))
       videos.extend(np.concatenate([clip["frames"][:1], out[row, :n - 1]])
                     for row, (clip, n) in enumerate(zip(group, lengths)))
     return videos
@@ -347,17 +342,20 @@ class Generator:
         input_key, k))(jnp.arange(num_samples)))(talkface.input_keys(key, batch))
     return np.asarray(jax.random.key_data(row_keys.reshape(-1)))
 
+  def _shard_rows(self, x: np.ndarray) -> jax.Array:
+    """Host rows [R, ...] split over the mesh's devices, padded to a multiple of the device
+    count with copies of row 0 (crop the outputs back to R)."""
+    padded = math.ceil(len(x) / self.mesh.devices.size) * self.mesh.devices.size
+    if padded > len(x):
+      x = np.concatenate([x, np.repeat(x[:1], padded - len(x), axis=0)])
+    return parallel.shard_rows(x, self.mesh)
+
   def _generate_rows(self, frame0: np.ndarray, mfcc: np.ndarray, key_data: np.ndarray,
                      deterministic: bool) -> Iterator[np.ndarray]:
     """Yields uint8 [R, C, S, S, 3] pieces of R rows' videos: frame 0, then chunk by chunk."""
     rows = len(frame0)
-    devices = self.mesh.devices.size
-    padded = math.ceil(rows / devices) * devices
-    pad = lambda x: np.concatenate([x, np.repeat(x[:1], padded - rows, axis=0)]) if (
-        padded > rows) else x
-    shard = lambda x: parallel.shard_rows(pad(x), self.mesh)
-    state = self._start(self.variables, shard(frame0.astype(np.float32) / 255.0))
-    keys = shard(key_data)
+    state = self._start(self.variables, self._shard_rows(frame0.astype(np.float32) / 255.0))
+    keys = self._shard_rows(key_data)
     yield frame0[:, None]
     num_frames = mfcc.shape[1]
     for start in range(1, num_frames, self.chunk_frames):
@@ -366,7 +364,7 @@ class Generator:
       if valid < self.chunk_frames:
         windows = np.concatenate([windows, np.zeros(
             (rows, self.chunk_frames - valid, *windows.shape[2:]), np.float32)], axis=1)
-      state, frames = self._chunk(self.variables, state, shard(windows), keys,
+      state, frames = self._chunk(self.variables, state, self._shard_rows(windows), keys,
                                   deterministic=deterministic)
       yield parallel.to_host(frames)[:rows, :valid]
 

@@ -375,11 +375,20 @@ def input_keys(key: jax.Array, batch: int) -> jax.Array:
   return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
 
 
-def _apply(model: TalkFace, variables, batch_norm: str, *args, method):
+def reconstruct(model: TalkFace, variables, frames: jax.Array, mfcc: jax.Array,
+                batch_norm: str = "running") -> jax.Array:
+  """Teacher-forced frames 1..T-1 [B, T-1, H, W, 3] in [0, 1] of clips ``frames`` [B, T, ...]
+  with ``mfcc`` [B, T, 28, 12]: previous TRUE frame, z = the frame posterior's mean."""
+  return _apply(model, variables, batch_norm, frames, mfcc, posterior_mean=True,
+                method=TalkFace.__call__).frames
+
+
+def _apply(model: TalkFace, variables, batch_norm: str, *args, method, **kwargs):
   """``model.apply`` in generation mode: running BN averages, or batch stats discarded."""
   if batch_norm == "running":
-    return model.apply(variables, *args, train=False, method=method)
+    return model.apply(variables, *args, train=False, method=method, **kwargs)
   if batch_norm == "batch":
-    out, _ = model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"])
+    out, _ = model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"],
+                         **kwargs)
     return out
   raise ValueError(f"generation batch_norm={batch_norm!r}: use 'running' or 'batch'")
