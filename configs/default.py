@@ -97,6 +97,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 100 * 29_000 // 5
   config.train.log_every = 50  # Steps between scalar summaries (and non-finite checks).
   config.train.checkpoint_every = 1000  # Steps between checkpoints.
+  # Beyond the paper (0 = its teacher forcing): the probability that a training step's
+  # predictor sees the model's own previous frame, generated with the frame posterior's z,
+  # instead of the true one (scheduled sampling; train.feedback_frames). Costs a generation
+  # pass per step.
+  config.train.feedback = 0.0
   config.train.keep_checkpoints = 3  # Latest N checkpoints kept.
   config.train.async_checkpoints = True  # Save in the background while training continues.
 

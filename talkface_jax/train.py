@@ -115,11 +115,15 @@ def train_step(state: TrainState, batch, *, model, tx, config) -> tuple[TrainSta
   """
   frames = _to_float_frames(batch["frames"])
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  prev_frames = None
+  if config.train.get("feedback", 0.0) > 0:
+    prev_frames = feedback_frames(state, frames, batch["mfcc"], rng, model=model,
+                                  config=config)
 
   def loss_fn(params):
     output, updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, frames, batch["mfcc"],
-        train=True, rngs={"latent": rng}, mutable=["batch_stats"])
+        train=True, rngs={"latent": rng}, mutable=["batch_stats"], prev_frames=prev_frames)
     terms = losses.per_example_losses(output, frames[:, 1:], config.loss.reconstruction_weight,
                                       config.loss.kl_weight, losses.config_pixel_weights(config))
     return jnp.mean(terms["loss"]), (terms, updates["batch_stats"])
@@ -136,6 +140,25 @@ def train_step(state: TrainState, batch, *, model, tx, config) -> tuple[TrainSta
   metrics = {k: jnp.mean(v) for k, v in terms.items()}
   metrics.update(grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32))
   return new_state, metrics
+
+
+def feedback_frames(state: TrainState, frames: jax.Array, mfcc: jax.Array, rng: jax.Array, *,
+                    model, config) -> jax.Array:
+  """Previous-frame inputs [B, T-1, H, W, 3] of a step with ``config.train.feedback`` = p > 0.
+
+  Beyond the paper (scheduled sampling): at generation the predictor continues its own
+  frames, and a model trained only on true previous frames lets small errors grow (a lid a
+  little too dark turns into closed eyes). So each step t >= 2 of each sequence sees, with
+  probability p, the model's own frame t-1 (``talkface.rollout``: generated frame by frame
+  with z from the frame posterior, the training pass's draw ``rng``), else the true one. No
+  gradient flows through the generated frames.
+  """
+  generated = talkface.rollout(model, variables_of(state), frames, mfcc, rng,
+                               config.model.generation_batch_norm)
+  generated = jax.lax.stop_gradient(jnp.concatenate([frames[:, :1], generated], axis=1))
+  own = jax.random.bernoulli(jax.random.fold_in(rng, 1), config.train.feedback,
+                             generated.shape[:2])
+  return jnp.where(own[..., None, None, None], generated, frames[:, :-1])
 
 
 def eval_step(state: TrainState, batch, index, *, model, config) -> dict:

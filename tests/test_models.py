@@ -224,6 +224,35 @@ def test_learned_prior_generation_is_chunkable_and_sample_dependent(learned_gene
                                 det(variables, frames[:, 0], mfcc, jax.random.key(1)))
 
 
+def test_true_previous_frames_given_explicitly_change_nothing(learned_generation):
+  model, variables, frames, mfcc = learned_generation
+  apply = jax.jit(functools.partial(model.apply, train=False))
+  rngs = {"latent": jax.random.key(3)}
+  plain = apply(variables, frames, mfcc, rngs=rngs)
+  given = apply(variables, frames, mfcc, rngs=rngs, prev_frames=frames[:, :-1])
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-6), plain, given)
+
+
+def test_rollout_is_the_training_pass_on_its_own_frames(learned_generation):
+  """Fed its rollout as previous frames, the training pass (same key, same BatchNorm mode)
+  predicts the rollout's frames again: same posterior draw, same predictor loop; and they
+  differ from the teacher-forced frames, so the rollout is not the true frames in disguise."""
+  model, variables, frames, mfcc = learned_generation
+  key = jax.random.key(4)
+  rolled = jax.jit(functools.partial(talkface.rollout, model))(variables, frames, mfcc, key)
+  assert rolled.shape == (2, 4, 64, 64, 3)
+  prev = jnp.concatenate([frames[:, :1], rolled], axis=1)
+  apply = jax.jit(functools.partial(model.apply, train=False))
+  fed = apply(variables, frames, mfcc, rngs={"latent": key}, prev_frames=prev).frames
+  np.testing.assert_allclose(fed[:, :-1], rolled, atol=1e-5)
+  forced = apply(variables, frames, mfcc, rngs={"latent": key}).frames
+  np.testing.assert_allclose(forced[:, 0], rolled[:, 0], atol=1e-5)  # Both from frame 0.
+  assert np.abs(forced[:, 1:-1] - rolled[:, 1:]).max() > 1e-3
+  other = jax.jit(functools.partial(talkface.rollout, model))(variables, frames, mfcc,
+                                                              jax.random.key(5))
+  assert np.abs(other - rolled).max() > 1e-4
+
+
 @pytest.mark.parametrize("rho", [0.0, 0.8])
 def test_latent_noise_is_ar1_with_unit_variance(rho):
   eps, key = jnp.zeros((20000,)), jax.random.key(9)

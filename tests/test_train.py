@@ -57,6 +57,29 @@ def test_non_finite_loss_skips_the_update(compiled_step):
   assert float(metrics["nonfinite"]) == 0.0
 
 
+def test_feedback_steps_train_on_the_models_own_frames(compiled_step):
+  """train.feedback = 1: every step t >= 2 sees the rollout's frame, so the first step's loss
+  differs from teacher forcing's on the same state and batch (frame 1 is predicted from the
+  true identity frame either way), and a few steps still reduce it."""
+  mesh, teacher_forced, new_state = compiled_step
+  config = grid.get_config("tiny")
+  config.optim.learning_rate = 3e-3
+  config.train.feedback = 1.0
+  model = talkface.build_model(config.model)
+  tx = train.make_optimizer(config)
+  state = new_state()
+  step_fn = train.jit_train_step(config, model, tx, mesh,
+                                 jax.tree.map(lambda x: x.sharding, state))
+  batch = _fixed_batch(mesh)
+  _, forced = teacher_forced(new_state(), batch)
+  losses = []
+  for _ in range(12):
+    state, metrics = step_fn(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert abs(losses[0] - float(forced["loss"])) > 1e-4 * abs(losses[0])
+  assert np.isfinite(losses).all() and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
 def test_training_loop_stops_loudly_on_non_finite_loss(tmp_path):
   data_dir = str(tmp_path / "data")
   clips = [shard_fixtures.make_clip(i, 8, 64) for i in range(8)]

@@ -88,7 +88,8 @@ class TalkFace(nn.Module):
   # ---------------------------------------------------------------------------------------------
 
   def __call__(self, frames: jax.Array, mfcc: jax.Array, train: bool = True,
-               posterior_mean: bool = False) -> TrainOutput:
+               posterior_mean: bool = False, prev_frames: jax.Array | None = None
+               ) -> TrainOutput:
     """Teacher-forced pass; draws z with the 'latent' RNG stream.
 
     Args:
@@ -97,28 +98,53 @@ class TalkFace(nn.Module):
       train: BatchNorm mode.
       posterior_mean: z = the frame posterior's mean instead of a draw (no 'latent' stream
         needed): the evaluation's reconstruction (``inference.Generator.reconstruct_clips``).
+      prev_frames: [B, T-1, H, W, 3], the previous frame the predictor (and the learned prior)
+        sees at steps 1..T-1 instead of the true frames[:, :-1]: training on the model's own
+        frames (``rollout``, ``config.train.feedback``). The posterior, the identity frame
+        and the targets stay the true frames.
     """
     b, t = frames.shape[:2]
-    # Each frame is encoded once, all frames of all sequences in one batch.
-    codes, skips = self.frame_encoder(frames.reshape(b * t, *frames.shape[2:]), train)
-    codes = codes.reshape(b, t, -1)
-    identity_skips = [s.reshape(b, t, *s.shape[1:])[:, 0] for s in skips]
-    context = self.frame_decoder.identity_context(identity_skips, frames[:, 0])
+    codes, context = self._encode_clip(frames if prev_frames is None else
+                                       jnp.concatenate([frames, prev_frames], axis=1), train)
+    prev_codes = codes[:, :t - 1] if prev_frames is None else codes[:, t:]
+    codes = codes[:, :t]
 
-    _, post_mu, post_logvar = self.frame_posterior(codes[:, 1:])
     audio = self.encode_audio(mfcc[:, 1:], train)
+    z, post_mu, post_logvar = self._posterior_draw(codes[:, 1:], posterior_mean)
     prior_inputs = audio
-    if self.prior == "learned":  # Teacher forcing: the previous true frame's code.
-      prior_inputs = jnp.concatenate([audio, codes[:, :-1].astype(audio.dtype)], axis=-1)
+    if self.prior == "learned":  # The previous frame's code (true, unless prev_frames).
+      prior_inputs = jnp.concatenate([audio, prev_codes.astype(audio.dtype)], axis=-1)
     _, prior_mu, prior_logvar = self.audio_prior(prior_inputs)
-    z = post_mu
-    if not posterior_mean:
-      eps = jax.random.normal(self.make_rng("latent"), post_mu.shape, post_mu.dtype)
-      z = post_mu + jnp.exp(0.5 * post_logvar) * eps
 
-    _, predicted = self.predictor(codes[:, :-1], self.predictor_latent(z, audio))
+    _, predicted = self.predictor(prev_codes, self.predictor_latent(z, audio))
     recon = self.frame_decoder(predicted, context, train)
     return TrainOutput(recon, post_mu, post_logvar, prior_mu, prior_logvar)
+
+  def _encode_clip(self, frames: jax.Array, train: bool):
+    """Codes [B, N, g_dim] of frames [B, N, H, W, 3] (all in one batch) and the decoder's
+    identity context from frames[:, 0]."""
+    b, n = frames.shape[:2]
+    codes, skips = self.frame_encoder(frames.reshape(b * n, *frames.shape[2:]), train)
+    identity_skips = [s.reshape(b, n, *s.shape[1:])[:, 0] for s in skips]
+    context = self.frame_decoder.identity_context(identity_skips, frames[:, 0])
+    return codes.reshape(b, n, -1), context
+
+  def _posterior_draw(self, codes: jax.Array, posterior_mean: bool):
+    """Frame posterior over codes [B, T-1, g] of frames 1..T-1 -> (z, mu, logvar), z drawn
+    with the 'latent' stream (its first use in a pass) unless ``posterior_mean``."""
+    _, mu, logvar = self.frame_posterior(codes)
+    if posterior_mean:
+      return mu, mu, logvar
+    eps = jax.random.normal(self.make_rng("latent"), mu.shape, mu.dtype)
+    return mu + jnp.exp(0.5 * logvar) * eps, mu, logvar
+
+  def posterior_latents(self, frames: jax.Array, mfcc: jax.Array, train: bool):
+    """``rollout``'s inputs: the predictor latents of steps 1..T-1 [B, T-1, ...] from the
+    frame posterior's draw (the draw ``__call__`` makes with the same 'latent' key) and the
+    identity context."""
+    codes, context = self._encode_clip(frames, train)
+    z, _, _ = self._posterior_draw(codes[:, 1:], posterior_mean=False)
+    return self.predictor_latent(z, self.encode_audio(mfcc[:, 1:], train)), context
 
   def predictor_latent(self, z: jax.Array, audio: jax.Array) -> jax.Array:
     """The predictor's input besides the previous code: z, or [z, audio code] with
@@ -381,6 +407,32 @@ def reconstruct(model: TalkFace, variables, frames: jax.Array, mfcc: jax.Array,
   with ``mfcc`` [B, T, 28, 12]: previous TRUE frame, z = the frame posterior's mean."""
   return _apply(model, variables, batch_norm, frames, mfcc, posterior_mean=True,
                 method=TalkFace.__call__).frames
+
+
+def rollout(model: TalkFace, variables, frames: jax.Array, mfcc: jax.Array, key: jax.Array,
+            batch_norm: str = "running") -> jax.Array:
+  """The model's own frames 1..T-2 [B, T-2, H, W, 3] of clips ``frames`` [B, T, ...]: each
+  generated from the previous GENERATED frame (frame 0 the true identity frame), as in
+  generation, but with z from the frame posterior of the true frames, the draw of ``key``
+  that the training pass with ``rngs={'latent': key}`` makes. Fed to that pass as
+  ``prev_frames``, they train the predictor on inputs like those it gets at generation."""
+  latents, context = _apply(model, variables, batch_norm, frames, mfcc, rngs={"latent": key},
+                            method=TalkFace.posterior_latents)
+
+  def step(carry, latent):
+    prev, predictor_carry = carry
+    predictor_carry, frame = _apply(model, variables, batch_norm, prev[:, None],
+                                    latent[:, None], context, predictor_carry,
+                                    method=TalkFace.predict_frame)
+    frame = frame[:, 0].astype(jnp.float32)
+    return (frame, predictor_carry), frame
+
+  start = (frames[:, 0].astype(jnp.float32),
+           recurrent.zero_carry(frames.shape[0], model.rnn_size, model.predictor_layers,
+                                model.dtype))
+  # The last latent (step T-1) makes a frame no later step sees.
+  _, generated = jax.lax.scan(step, start, jnp.moveaxis(latents[:, :-1], 1, 0))
+  return jnp.moveaxis(generated, 0, 1)
 
 
 def _apply(model: TalkFace, variables, batch_norm: str, *args, method, **kwargs):
