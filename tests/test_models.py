@@ -83,6 +83,10 @@ def test_model_train_and_generate_shapes(variant):
   assert videos.shape == (2, 3, 5, res, res, 3)
 
 
+# Its tests run in one pytest-xdist worker (`--dist loadgroup`), which builds it once.
+TINY_GENERATION = pytest.mark.xdist_group("models_tiny_generation")
+
+
 @pytest.fixture(scope="module")
 def tiny_generation():
   # Momentum 0: one training-mode pass sets the running BN statistics to real ones, as after
@@ -99,6 +103,7 @@ def tiny_generation():
   return model, variables, frames, mfcc, generate
 
 
+@TINY_GENERATION
 def test_generate_k_different_samples_and_same_key_same_video(tiny_generation):
   _, variables, frames, mfcc, generate = tiny_generation
   a = np.asarray(generate(variables, frames[:, 0], mfcc, jax.random.key(7)))
@@ -114,6 +119,7 @@ def test_generate_k_different_samples_and_same_key_same_video(tiny_generation):
   assert np.abs(a[:, :, 1:] - c[:, :, 1:]).max() > 1e-4
 
 
+@TINY_GENERATION
 def test_samples_are_independent_of_batch_composition(tiny_generation):
   """With running BN statistics, a sample does not depend on the other inputs in the batch."""
   _, variables, frames, mfcc, generate = tiny_generation
@@ -122,6 +128,7 @@ def test_samples_are_independent_of_batch_composition(tiny_generation):
   np.testing.assert_allclose(both[0], first[0], atol=1e-5)
 
 
+@TINY_GENERATION
 def test_chunked_generation_equals_single_call(tiny_generation):
   model, variables, frames, mfcc, generate = tiny_generation
   key = jax.random.key(11)
@@ -134,10 +141,11 @@ def test_chunked_generation_equals_single_call(tiny_generation):
   np.testing.assert_allclose(np.concatenate(chunks, axis=2), whole[:, :, 1:], atol=1e-5)
 
 
+@TINY_GENERATION
 def test_deterministic_generation_ignores_the_key(tiny_generation):
   model, variables, frames, mfcc, _ = tiny_generation
-  run = lambda key: np.asarray(talkface.generate(model, variables, frames[:, 0], mfcc, key, 2,
-                                                 deterministic=True))
+  det = jax.jit(functools.partial(talkface.generate, model, num_samples=2, deterministic=True))
+  run = lambda key: np.asarray(det(variables, frames[:, 0], mfcc, key))
   a, b = run(jax.random.key(0)), run(jax.random.key(1))
   np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(a[:, 0], a[:, 1], atol=1e-6)
@@ -164,12 +172,22 @@ def test_bad_prior_options_are_errors():
     _tiny_model(latent_correlation=1.0)
 
 
+def _jit_apply(model):
+  """The model's inference pass, compiled: an eager ``apply`` dispatches the LSTM scans and the
+  convolutions op by op, recompiling each scan on every call."""
+  return jax.jit(functools.partial(model.apply, train=False))
+
+
 def _init_tiny(model, frames, mfcc):
   rngs = {"params": jax.random.key(0), "latent": jax.random.key(1)}
   variables = jax.jit(functools.partial(model.init, train=True))(rngs, frames, mfcc)
   _, stats = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
       variables, frames, mfcc, rngs=rngs)
   return {"params": variables["params"], **stats}
+
+
+# Its tests run in one pytest-xdist worker (`--dist loadgroup`), which builds it once.
+LEARNED_GENERATION = pytest.mark.xdist_group("models_learned_generation")
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +206,7 @@ def _train_prior(model, variables, frames, mfcc):
   return np.asarray(out.prior_mu)
 
 
+@LEARNED_GENERATION
 def test_learned_prior_sees_the_previous_frame(learned_generation):
   """Changing true frame 3 changes the learned prior's z_4 (index 3) but not z_1..z_3; the
   paper's audio prior ignores the frames altogether."""
@@ -203,6 +222,7 @@ def test_learned_prior_sees_the_previous_frame(learned_generation):
                                 _train_prior(audio_model, audio_vars, changed, mfcc))
 
 
+@LEARNED_GENERATION
 def test_learned_prior_generation_is_chunkable_and_sample_dependent(learned_generation):
   """Every state of both options (prior LSTM per sample, the last noise) crosses chunks."""
   model, variables, frames, mfcc = learned_generation
@@ -247,25 +267,26 @@ def test_residual_decoder_starts_at_the_identity_frame_and_learns():
   model = _tiny_model(bn_momentum=0.0, decoder_output="residual")
   variables = _init_tiny(model, frames, mfcc)
   rngs = {"latent": jax.random.key(3)}
-  out = model.apply(variables, frames, mfcc, train=False, rngs=rngs)
+  out = _jit_apply(model)(variables, frames, mfcc, rngs=rngs)
   identity = np.broadcast_to(np.asarray(frames[:, :1]), out.frames.shape)
   np.testing.assert_allclose(np.asarray(out.frames), identity, atol=1e-5)
-  videos = talkface.generate(model, variables, frames[:, 0], mfcc, jax.random.key(4),
-                             num_samples=2)
+  videos = jax.jit(functools.partial(talkface.generate, model, num_samples=2))(
+      variables, frames[:, 0], mfcc, jax.random.key(4))
   np.testing.assert_allclose(np.asarray(videos),
                              np.broadcast_to(np.asarray(frames[:, None, :1]), videos.shape),
                              atol=1e-5)
 
+  @jax.jit
   def mse(params):
     o = model.apply({**variables, "params": params}, frames, mfcc, train=False, rngs=rngs)
     return jnp.mean(jnp.square(o.frames - frames[:, 1:]))
-  grads = jax.grad(mse)(variables["params"])
+  grads = jax.jit(jax.grad(mse))(variables["params"])
   assert float(jnp.abs(grads["frame_decoder"]["to_rgb"]["kernel"]).max()) > 0
   moved = jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"], grads)
   assert float(mse(moved)) < float(mse(variables["params"]))
 
   direct = _tiny_model(bn_momentum=0.0)
-  out = direct.apply(_init_tiny(direct, frames, mfcc), frames, mfcc, train=False, rngs=rngs)
+  out = _jit_apply(direct)(_init_tiny(direct, frames, mfcc), frames, mfcc, rngs=rngs)
   assert np.abs(np.asarray(out.frames) - identity).max() > 0.1
   with pytest.raises(ValueError, match="decoder_output='mask'"):
     _tiny_model(decoder_output="mask")
@@ -286,20 +307,22 @@ def test_audio_to_predictor_makes_the_frames_depend_on_the_audio():
     model = _tiny_model(bn_momentum=0.0, audio_to_predictor=audio_to_predictor, prior=prior,
                         audio_bn_relu=True)
     variables = _init_tiny(model, frames, mfcc)
-    run = lambda m: np.asarray(model.apply(variables, frames, m, train=False, rngs=rngs).frames)
+    apply = _jit_apply(model)
+    run = lambda m: np.asarray(apply(variables, frames, m, rngs=rngs).frames)
     differ = np.abs(run(mfcc) - run(other)).max()
     assert (differ > 1e-4) == audio_to_predictor, (audio_to_predictor, prior, differ)
     if audio_to_predictor:
-      gen = functools.partial(talkface.generate, model, variables, frames[:, 0],
-                              key=jax.random.key(7), num_samples=2, deterministic=True)
-      np.testing.assert_allclose(np.asarray(gen(mfcc=mfcc)[:, :, 1:]).shape,
-                                 (2, 2, 4, 64, 64, 3))
-      assert np.abs(np.asarray(gen(mfcc=mfcc)) - np.asarray(gen(mfcc=other))).max() > 1e-4
+      det = jax.jit(functools.partial(talkface.generate, model, num_samples=2,
+                                      deterministic=True))
+      gen = lambda m: np.asarray(det(variables, frames[:, 0], m, jax.random.key(7)))
+      videos = gen(mfcc)
+      assert videos.shape == (2, 2, 5, 64, 64, 3)
+      assert np.abs(videos - gen(other)).max() > 1e-4
+      chunk = jax.jit(functools.partial(talkface.generate_chunk, model))
       state = talkface.start_generation(model, variables, frames[:, 0], 2)
-      state, first = talkface.generate_chunk(model, variables, state, mfcc[:, 1:3],
-                                             jax.random.key(7))
-      _, second = talkface.generate_chunk(model, variables, state, mfcc[:, 3:],
-                                          jax.random.key(7))
-      whole = talkface.generate(model, variables, frames[:, 0], mfcc, jax.random.key(7), 2)
+      state, first = chunk(variables, state, mfcc[:, 1:3], jax.random.key(7))
+      _, second = chunk(variables, state, mfcc[:, 3:], jax.random.key(7))
+      whole = jax.jit(functools.partial(talkface.generate, model, num_samples=2))(
+          variables, frames[:, 0], mfcc, jax.random.key(7))
       np.testing.assert_allclose(np.concatenate([first, second], axis=2),
                                  np.asarray(whole[:, :, 1:]), atol=1e-5)
