@@ -48,6 +48,12 @@ def _abstract(config):
   return train.abstract_train_state(config, model, tx, mesh), (model, tx, mesh)
 
 
+# The tests that share one of this module's costly fixtures run in one pytest-xdist worker
+# (`--dist loadgroup`, as in the README's test command), which then builds it once.
+SAVED_WORKDIR = pytest.mark.xdist_group("reliability_saved_workdir")
+REFERENCE_RUN = pytest.mark.xdist_group("reliability_reference_run")
+
+
 @pytest.fixture(scope="module")
 def saved_workdir(tmp_path_factory):
   """A workdir with checkpoints at steps 2 and 4 (state.step set to the step saved)."""
@@ -87,6 +93,7 @@ def _truncate(path):
 # -------------------------------------------------------------------------------------------------
 
 
+@SAVED_WORKDIR
 def test_damaged_latest_checkpoint_warns_and_resumes_from_the_previous(saved_workdir, tmp_path,
                                                                        caplog):
   workdir = _copy(saved_workdir, tmp_path)
@@ -104,6 +111,7 @@ def test_damaged_latest_checkpoint_warns_and_resumes_from_the_previous(saved_wor
   ckpt.close()
 
 
+@SAVED_WORKDIR
 @pytest.mark.parametrize("damage", ["truncated", "metadata", "missing_item"])
 def test_no_usable_checkpoint_is_one_clear_error(saved_workdir, tmp_path, damage):
   workdir = _copy(saved_workdir, tmp_path)
@@ -125,6 +133,7 @@ def test_no_usable_checkpoint_is_one_clear_error(saved_workdir, tmp_path, damage
   ckpt.close()
 
 
+@SAVED_WORKDIR
 def test_checkpoint_of_another_model_names_the_differing_arrays(saved_workdir):
   config = _tiny_config(g_dim=24)  # The saved model has g_dim 16.
   ckpt = checkpointing.Checkpointer(saved_workdir, config)
@@ -139,6 +148,7 @@ def test_checkpoint_of_another_model_names_the_differing_arrays(saved_workdir):
   ckpt.close()
 
 
+@SAVED_WORKDIR
 def test_checkpoint_with_another_optimizer_names_its_state(saved_workdir):
   config = _tiny_config()
   config.optim.name = "adam"  # RMSprop's 'nu' only; Adam adds 'mu' and a count.
@@ -148,6 +158,7 @@ def test_checkpoint_with_another_optimizer_names_its_state(saved_workdir):
   ckpt.close()
 
 
+@SAVED_WORKDIR
 def test_resume_with_another_process_count_starts_the_next_epoch(saved_workdir, tmp_path):
   # Same count: each process continues exactly; another count: every process starts the
   # epoch after the furthest one saved, from its start.
@@ -166,6 +177,7 @@ def test_resume_with_another_process_count_starts_the_next_epoch(saved_workdir, 
   ckpt.close()
 
 
+@SAVED_WORKDIR
 def test_full_disk_during_a_save_is_a_clear_error_and_keeps_the_last_checkpoint(saved_workdir,
                                                                                 tmp_path):
   workdir = _copy(saved_workdir, tmp_path)
@@ -335,6 +347,7 @@ def reference(data_dir, tmp_path_factory):
   return workdir
 
 
+@REFERENCE_RUN
 @pytest.mark.slow
 def test_sigkill_and_sigterm_at_random_steps_resume_to_the_uninterrupted_result(
     reference, data_dir, tmp_path):
@@ -365,6 +378,7 @@ def test_sigkill_and_sigterm_at_random_steps_resume_to_the_uninterrupted_result(
   _assert_same_training(reference, workdir)
 
 
+@REFERENCE_RUN
 @pytest.mark.slow
 def test_damaged_latest_checkpoint_resumes_from_the_previous_to_the_same_result(
     reference, data_dir, tmp_path):
@@ -378,6 +392,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_to_the_same_result(
   _assert_same_training(reference, workdir)
 
 
+@REFERENCE_RUN
 @pytest.mark.slow
 def test_full_disk_while_training_stops_clearly_and_keeps_the_last_checkpoint(
     reference, data_dir, tmp_path):
@@ -435,23 +450,8 @@ def _run_two_processes(workdir, data_dir, num_steps, tmp_path, env=None):
 
 
 @pytest.mark.slow
-def test_resume_on_fewer_processes_starts_the_next_epoch(data_dir, tmp_path):
-  workdir = str(tmp_path / "processes")
-  statuses, logs = _run_two_processes(workdir, data_dir, 4, tmp_path)
-  assert statuses == [0, 0], [log[-3000:] for log in logs]
-  with open(os.path.join(workdir, "checkpoints", "4", "input", "metadata")) as f:
-    positions = json.load(f)["positions"]
-  assert len(positions) == 2  # One input position per process of the saving job.
-  expected = input_pipeline.Position(max(p[0] for p in positions) + 1, 0)
-  one = _run(workdir, data_dir, "--config.train.num_steps=6")
-  assert one.returncode == 0, one.stderr[-3000:]
-  assert f"Resumed from step 4 of {workdir}/checkpoints (input at {expected})" in one.stderr
-  step, _, _ = _final_state(workdir)
-  assert step == 6
-
-
-@pytest.mark.slow
-def test_sigterm_to_a_two_process_job_saves_one_agreed_step(data_dir, tmp_path):
+def test_sigterm_to_a_two_process_job_saves_one_agreed_step_that_one_process_resumes(
+    data_dir, tmp_path):
   # Each process gets SIGTERM after step 3 (as a scheduler signals every task); JAX's
   # preemption service picks one step for both, which is saved before both exit 143.
   workdir = str(tmp_path / "preempted")
@@ -464,3 +464,14 @@ def test_sigterm_to_a_two_process_job_saves_one_agreed_step(data_dir, tmp_path):
   assert int(stopped[1].group(1)) == step and 3 < step < NUM_STEPS
   assert max(_steps_saved(workdir)) == step
   assert _final_state(workdir)[0] == step
+
+  # Resumed on fewer processes (one, on this job's checkpoint rather than a second two-process
+  # job): it starts the epoch after the furthest one that the two processes saved.
+  with open(os.path.join(workdir, "checkpoints", str(step), "input", "metadata")) as f:
+    positions = json.load(f)["positions"]
+  assert len(positions) == 2  # One input position per process of the saving job.
+  expected = input_pipeline.Position(max(p[0] for p in positions) + 1, 0)
+  one = _run(workdir, data_dir)
+  assert one.returncode == 0, one.stderr[-3000:]
+  assert f"Resumed from step {step} of {workdir}/checkpoints (input at {expected})" in one.stderr
+  assert _final_state(workdir)[0] == NUM_STEPS
