@@ -208,10 +208,6 @@ def test_eval_reports_seen_and_unseen_speakers_apart(tmp_path):
   assert [c["clip_id"] for c in plain] == [c["clip_id"] for c in one_kind]
 
 
-# Its tests run in one pytest-xdist worker (`--dist loadgroup`), which builds it once.
-TRAINED = pytest.mark.xdist_group("evaluation_trained")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """(config, workdir) of a tiny model trained 2 steps; shared by this module's slow tests."""
@@ -230,7 +226,6 @@ def _trained_workdir(tmp_path):
   return config, workdir
 
 
-@TRAINED
 @pytest.mark.slow
 def test_eval_of_a_trained_checkpoint_writes_every_field(trained, capsys):
   config, workdir = trained
@@ -271,7 +266,6 @@ print("RESULT" + json.dumps({{k: v for k, v in scores.items() if isinstance(v, f
 """
 
 
-@TRAINED
 @pytest.mark.slow
 def test_eval_on_eight_devices_equals_one(trained):
   _, workdir = trained

@@ -83,10 +83,6 @@ def test_model_train_and_generate_shapes(variant):
   assert videos.shape == (2, 3, 5, res, res, 3)
 
 
-# Its tests run in one pytest-xdist worker (`--dist loadgroup`), which builds it once.
-TINY_GENERATION = pytest.mark.xdist_group("models_tiny_generation")
-
-
 @pytest.fixture(scope="module")
 def tiny_generation():
   # Momentum 0: one training-mode pass sets the running BN statistics to real ones, as after
@@ -103,7 +99,6 @@ def tiny_generation():
   return model, variables, frames, mfcc, generate
 
 
-@TINY_GENERATION
 def test_generate_k_different_samples_and_same_key_same_video(tiny_generation):
   _, variables, frames, mfcc, generate = tiny_generation
   a = np.asarray(generate(variables, frames[:, 0], mfcc, jax.random.key(7)))
@@ -119,7 +114,6 @@ def test_generate_k_different_samples_and_same_key_same_video(tiny_generation):
   assert np.abs(a[:, :, 1:] - c[:, :, 1:]).max() > 1e-4
 
 
-@TINY_GENERATION
 def test_samples_are_independent_of_batch_composition(tiny_generation):
   """With running BN statistics, a sample does not depend on the other inputs in the batch."""
   _, variables, frames, mfcc, generate = tiny_generation
@@ -128,7 +122,6 @@ def test_samples_are_independent_of_batch_composition(tiny_generation):
   np.testing.assert_allclose(both[0], first[0], atol=1e-5)
 
 
-@TINY_GENERATION
 def test_chunked_generation_equals_single_call(tiny_generation):
   model, variables, frames, mfcc, generate = tiny_generation
   key = jax.random.key(11)
@@ -141,7 +134,6 @@ def test_chunked_generation_equals_single_call(tiny_generation):
   np.testing.assert_allclose(np.concatenate(chunks, axis=2), whole[:, :, 1:], atol=1e-5)
 
 
-@TINY_GENERATION
 def test_deterministic_generation_ignores_the_key(tiny_generation):
   model, variables, frames, mfcc, _ = tiny_generation
   det = jax.jit(functools.partial(talkface.generate, model, num_samples=2, deterministic=True))
@@ -186,10 +178,6 @@ def _init_tiny(model, frames, mfcc):
   return {"params": variables["params"], **stats}
 
 
-# Its tests run in one pytest-xdist worker (`--dist loadgroup`), which builds it once.
-LEARNED_GENERATION = pytest.mark.xdist_group("models_learned_generation")
-
-
 @pytest.fixture(scope="module")
 def learned_generation():
   """Both options on: the learned prior and AR(1) noise (rho 0.5)."""
@@ -206,7 +194,6 @@ def _train_prior(model, variables, frames, mfcc):
   return np.asarray(out.prior_mu)
 
 
-@LEARNED_GENERATION
 def test_learned_prior_sees_the_previous_frame(learned_generation):
   """Changing true frame 3 changes the learned prior's z_4 (index 3) but not z_1..z_3; the
   paper's audio prior ignores the frames altogether."""
@@ -222,7 +209,6 @@ def test_learned_prior_sees_the_previous_frame(learned_generation):
                                 _train_prior(audio_model, audio_vars, changed, mfcc))
 
 
-@LEARNED_GENERATION
 def test_learned_prior_generation_is_chunkable_and_sample_dependent(learned_generation):
   """Every state of both options (prior LSTM per sample, the last noise) crosses chunks."""
   model, variables, frames, mfcc = learned_generation

@@ -50,10 +50,6 @@ def _assert_same_training(a_path, b_path):
                                err_msg=name)
 
 
-# Its tests run in one pytest-xdist worker (`--dist loadgroup`), which builds it once.
-ONE_DEVICE = pytest.mark.xdist_group("parallel_one_device")
-
-
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
   out = tmp_path_factory.mktemp("one") / "out.npz"
@@ -62,7 +58,6 @@ def one_device(tmp_path_factory):
   return out
 
 
-@ONE_DEVICE
 @pytest.mark.slow
 def test_eight_devices_equal_one(one_device, tmp_path):
   out = tmp_path / "out.npz"
@@ -71,7 +66,6 @@ def test_eight_devices_equal_one(one_device, tmp_path):
   _assert_same_training(one_device, out)
 
 
-@ONE_DEVICE
 @pytest.mark.slow
 def test_two_processes_equal_one(one_device, tmp_path):
   with socket.socket() as s:

@@ -48,12 +48,6 @@ def _abstract(config):
   return train.abstract_train_state(config, model, tx, mesh), (model, tx, mesh)
 
 
-# The tests that share one of this module's costly fixtures run in one pytest-xdist worker
-# (`--dist loadgroup`, as in the README's test command), which then builds it once.
-SAVED_WORKDIR = pytest.mark.xdist_group("reliability_saved_workdir")
-REFERENCE_RUN = pytest.mark.xdist_group("reliability_reference_run")
-
-
 @pytest.fixture(scope="module")
 def saved_workdir(tmp_path_factory):
   """A workdir with checkpoints at steps 2 and 4 (state.step set to the step saved)."""
@@ -93,7 +87,6 @@ def _truncate(path):
 # -------------------------------------------------------------------------------------------------
 
 
-@SAVED_WORKDIR
 def test_damaged_latest_checkpoint_warns_and_resumes_from_the_previous(saved_workdir, tmp_path,
                                                                        caplog):
   workdir = _copy(saved_workdir, tmp_path)
@@ -111,7 +104,6 @@ def test_damaged_latest_checkpoint_warns_and_resumes_from_the_previous(saved_wor
   ckpt.close()
 
 
-@SAVED_WORKDIR
 @pytest.mark.parametrize("damage", ["truncated", "metadata", "missing_item"])
 def test_no_usable_checkpoint_is_one_clear_error(saved_workdir, tmp_path, damage):
   workdir = _copy(saved_workdir, tmp_path)
@@ -133,7 +125,6 @@ def test_no_usable_checkpoint_is_one_clear_error(saved_workdir, tmp_path, damage
   ckpt.close()
 
 
-@SAVED_WORKDIR
 def test_checkpoint_of_another_model_names_the_differing_arrays(saved_workdir):
   config = _tiny_config(g_dim=24)  # The saved model has g_dim 16.
   ckpt = checkpointing.Checkpointer(saved_workdir, config)
@@ -148,7 +139,6 @@ def test_checkpoint_of_another_model_names_the_differing_arrays(saved_workdir):
   ckpt.close()
 
 
-@SAVED_WORKDIR
 def test_checkpoint_with_another_optimizer_names_its_state(saved_workdir):
   config = _tiny_config()
   config.optim.name = "adam"  # RMSprop's 'nu' only; Adam adds 'mu' and a count.
@@ -158,7 +148,6 @@ def test_checkpoint_with_another_optimizer_names_its_state(saved_workdir):
   ckpt.close()
 
 
-@SAVED_WORKDIR
 def test_resume_with_another_process_count_starts_the_next_epoch(saved_workdir, tmp_path):
   # Same count: each process continues exactly; another count: every process starts the
   # epoch after the furthest one saved, from its start.
@@ -177,7 +166,6 @@ def test_resume_with_another_process_count_starts_the_next_epoch(saved_workdir, 
   ckpt.close()
 
 
-@SAVED_WORKDIR
 def test_full_disk_during_a_save_is_a_clear_error_and_keeps_the_last_checkpoint(saved_workdir,
                                                                                 tmp_path):
   workdir = _copy(saved_workdir, tmp_path)
@@ -347,7 +335,6 @@ def reference(data_dir, tmp_path_factory):
   return workdir
 
 
-@REFERENCE_RUN
 @pytest.mark.slow
 def test_sigkill_and_sigterm_at_random_steps_resume_to_the_uninterrupted_result(
     reference, data_dir, tmp_path):
@@ -378,7 +365,6 @@ def test_sigkill_and_sigterm_at_random_steps_resume_to_the_uninterrupted_result(
   _assert_same_training(reference, workdir)
 
 
-@REFERENCE_RUN
 @pytest.mark.slow
 def test_damaged_latest_checkpoint_resumes_from_the_previous_to_the_same_result(
     reference, data_dir, tmp_path):
@@ -392,7 +378,6 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_to_the_same_result(
   _assert_same_training(reference, workdir)
 
 
-@REFERENCE_RUN
 @pytest.mark.slow
 def test_full_disk_while_training_stops_clearly_and_keeps_the_last_checkpoint(
     reference, data_dir, tmp_path):
