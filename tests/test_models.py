@@ -136,8 +136,8 @@ def test_chunked_generation_equals_single_call(tiny_generation):
 
 def test_deterministic_generation_ignores_the_key(tiny_generation):
   model, variables, frames, mfcc, _ = tiny_generation
-  det = jax.jit(functools.partial(talkface.generate, model, num_samples=2, deterministic=True))
-  run = lambda key: np.asarray(det(variables, frames[:, 0], mfcc, key))
+  run = lambda key: np.asarray(talkface.generate(model, variables, frames[:, 0], mfcc, key, 2,
+                                                 deterministic=True))
   a, b = run(jax.random.key(0)), run(jax.random.key(1))
   np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(a[:, 0], a[:, 1], atol=1e-6)
@@ -162,12 +162,6 @@ def test_bad_prior_options_are_errors():
     _tiny_model(prior="lstm")
   with pytest.raises(ValueError, match="latent_correlation=1.0"):
     _tiny_model(latent_correlation=1.0)
-
-
-def _jit_apply(model):
-  """The model's inference pass, compiled: an eager ``apply`` dispatches the LSTM scans and the
-  convolutions op by op, recompiling each scan on every call."""
-  return jax.jit(functools.partial(model.apply, train=False))
 
 
 def _init_tiny(model, frames, mfcc):
@@ -253,26 +247,25 @@ def test_residual_decoder_starts_at_the_identity_frame_and_learns():
   model = _tiny_model(bn_momentum=0.0, decoder_output="residual")
   variables = _init_tiny(model, frames, mfcc)
   rngs = {"latent": jax.random.key(3)}
-  out = _jit_apply(model)(variables, frames, mfcc, rngs=rngs)
+  out = model.apply(variables, frames, mfcc, train=False, rngs=rngs)
   identity = np.broadcast_to(np.asarray(frames[:, :1]), out.frames.shape)
   np.testing.assert_allclose(np.asarray(out.frames), identity, atol=1e-5)
-  videos = jax.jit(functools.partial(talkface.generate, model, num_samples=2))(
-      variables, frames[:, 0], mfcc, jax.random.key(4))
+  videos = talkface.generate(model, variables, frames[:, 0], mfcc, jax.random.key(4),
+                             num_samples=2)
   np.testing.assert_allclose(np.asarray(videos),
                              np.broadcast_to(np.asarray(frames[:, None, :1]), videos.shape),
                              atol=1e-5)
 
-  @jax.jit
   def mse(params):
     o = model.apply({**variables, "params": params}, frames, mfcc, train=False, rngs=rngs)
     return jnp.mean(jnp.square(o.frames - frames[:, 1:]))
-  grads = jax.jit(jax.grad(mse))(variables["params"])
+  grads = jax.grad(mse)(variables["params"])
   assert float(jnp.abs(grads["frame_decoder"]["to_rgb"]["kernel"]).max()) > 0
   moved = jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"], grads)
   assert float(mse(moved)) < float(mse(variables["params"]))
 
   direct = _tiny_model(bn_momentum=0.0)
-  out = _jit_apply(direct)(_init_tiny(direct, frames, mfcc), frames, mfcc, rngs=rngs)
+  out = direct.apply(_init_tiny(direct, frames, mfcc), frames, mfcc, train=False, rngs=rngs)
   assert np.abs(np.asarray(out.frames) - identity).max() > 0.1
   with pytest.raises(ValueError, match="decoder_output='mask'"):
     _tiny_model(decoder_output="mask")
@@ -293,22 +286,20 @@ def test_audio_to_predictor_makes_the_frames_depend_on_the_audio():
     model = _tiny_model(bn_momentum=0.0, audio_to_predictor=audio_to_predictor, prior=prior,
                         audio_bn_relu=True)
     variables = _init_tiny(model, frames, mfcc)
-    apply = _jit_apply(model)
-    run = lambda m: np.asarray(apply(variables, frames, m, rngs=rngs).frames)
+    run = lambda m: np.asarray(model.apply(variables, frames, m, train=False, rngs=rngs).frames)
     differ = np.abs(run(mfcc) - run(other)).max()
     assert (differ > 1e-4) == audio_to_predictor, (audio_to_predictor, prior, differ)
     if audio_to_predictor:
-      det = jax.jit(functools.partial(talkface.generate, model, num_samples=2,
-                                      deterministic=True))
-      gen = lambda m: np.asarray(det(variables, frames[:, 0], m, jax.random.key(7)))
-      videos = gen(mfcc)
-      assert videos.shape == (2, 2, 5, 64, 64, 3)
-      assert np.abs(videos - gen(other)).max() > 1e-4
-      chunk = jax.jit(functools.partial(talkface.generate_chunk, model))
+      gen = functools.partial(talkface.generate, model, variables, frames[:, 0],
+                              key=jax.random.key(7), num_samples=2, deterministic=True)
+      np.testing.assert_allclose(np.asarray(gen(mfcc=mfcc)[:, :, 1:]).shape,
+                                 (2, 2, 4, 64, 64, 3))
+      assert np.abs(np.asarray(gen(mfcc=mfcc)) - np.asarray(gen(mfcc=other))).max() > 1e-4
       state = talkface.start_generation(model, variables, frames[:, 0], 2)
-      state, first = chunk(variables, state, mfcc[:, 1:3], jax.random.key(7))
-      _, second = chunk(variables, state, mfcc[:, 3:], jax.random.key(7))
-      whole = jax.jit(functools.partial(talkface.generate, model, num_samples=2))(
-          variables, frames[:, 0], mfcc, jax.random.key(7))
+      state, first = talkface.generate_chunk(model, variables, state, mfcc[:, 1:3],
+                                             jax.random.key(7))
+      _, second = talkface.generate_chunk(model, variables, state, mfcc[:, 3:],
+                                          jax.random.key(7))
+      whole = talkface.generate(model, variables, frames[:, 0], mfcc, jax.random.key(7), 2)
       np.testing.assert_allclose(np.concatenate([first, second], axis=2),
                                  np.asarray(whole[:, :, 1:]), atol=1e-5)
