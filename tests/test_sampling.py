@@ -444,12 +444,8 @@ def _tiny_state_for_subprocess():
 
 @pytest.mark.slow
 def test_long_audio_is_streamed_in_bounded_memory(files, tmp_path):
-  # 30 s and ten times as long. What the bound tells apart scales with the length: holding the
-  # videos of the extra 270 s would add 166 MB (and their grid as much again), far over the
-  # 83 MB allowed below (60 s and 600 s: twice the margin, twice the time).
-  short, long = 30, 300
   peaks = {}
-  for seconds in (short, long):
+  for seconds in (60, 600):
     out = tmp_path / f"out_{seconds}"
     script = _STREAM_PEAK_MEMORY.format(
         root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -461,11 +457,11 @@ def test_long_audio_is_streamed_in_bounded_memory(files, tmp_path):
     peaks[seconds] = int(run.stdout.split("PEAK")[-1])
     assert media.probe(str(out / "sample_01.mp4")).duration == pytest.approx(seconds, abs=0.1)
   # ru_maxrss is in KiB. Ten times the audio: holding the K = 2 videos would add
-  # 2 x 6750 x 64 x 64 x 3 bytes (166 MB) and their grid as much again; streamed, only the
+  # 2 x 13500 x 64 x 64 x 3 bytes (332 MB) and their grid as much again; streamed, only the
   # audio, its MFCC windows and the decoder's buffers grow (measured: 60 s 1.6 GB peak).
-  held = 2 * (long - short) * 25 * 64 * 64 * 3 / 1024
-  assert peaks[long] - peaks[short] < 0.5 * held, peaks
-  assert peaks[long] < 1.3 * peaks[short], peaks
+  held = 2 * (600 - 60) * 25 * 64 * 64 * 3 / 1024
+  assert peaks[600] - peaks[60] < 0.5 * held, peaks
+  assert peaks[600] < 1.3 * peaks[60], peaks
 
 
 def test_paths_with_spaces_and_non_ascii_characters(generator, files, tmp_path):
