@@ -62,6 +62,11 @@ def get_config() -> ml_collections.ConfigDict:
   # AR(1) correlation rho of the generation noise over time (0: independent per frame, the
   # paper). Generation only; eps_t = rho eps_{t-1} + sqrt(1 - rho^2) n_t.
   config.model.latent_correlation = 0.0
+  # Beyond the paper, with prior=learned only: the prior is a mixture of this many Gaussians
+  # (1: a single Gaussian). A single Gaussian covers a rare, distant posterior (a blink's
+  # onset) by widening and then hardly ever draws it; a mixture can give the event its own
+  # component with the event's probability. The KL is then estimated at the posterior's draw.
+  config.model.prior_components = 1
   # The decoder's last layer: 'direct' (the paper: RGB through a sigmoid) or 'residual' (beyond
   # the paper: added to the identity frame's logits before the sigmoid, zero-initialised, so
   # an untrained model outputs the identity frame and learns only what moves;

@@ -6,6 +6,9 @@ of the per-example losses. The KL is the correct closed form between diagonal Ga
 by means and LOG-variances (the release passes standard deviations where log-variances are
 expected; see docs/REFERENCE.md).
 
+With a mixture prior (``model.prior_components`` > 1, beyond the paper) the KL has no closed
+form and is estimated at the posterior's draw z: log q(z) - log p(z).
+
 Beyond the paper, ``config.loss.mouth_weight`` / ``eye_weight`` > 1 weight the squared error
 of the template's mouth and eye regions (``data_prep.template.region_boxes``: every frame is
 aligned to the template, so the regions sit at fixed pixels); the weights are normalised to
@@ -31,6 +34,23 @@ def gaussian_kl(mu1: jax.Array, logvar1: jax.Array, mu2: jax.Array,
   per_dim = 0.5 * (logvar2 - logvar1) + (
       jnp.exp(logvar1) + jnp.square(mu1 - mu2)) / (2.0 * jnp.exp(logvar2)) - 0.5
   return jnp.sum(per_dim, axis=-1)
+
+
+def gaussian_log_density(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """log N(z; mu, exp(logvar)) of diagonal Gaussians, summed over the last axis."""
+  return -0.5 * jnp.sum(jnp.log(2.0 * jnp.pi) + logvar + jnp.square(z - mu) / jnp.exp(logvar),
+                        axis=-1)
+
+
+def mixture_kl_estimate(z: jax.Array, mu1: jax.Array, logvar1: jax.Array, mu2: jax.Array,
+                        logvar2: jax.Array, logits2: jax.Array) -> jax.Array:
+  """One-sample estimate of KL(q || p), q = N(mu1, exp(logvar1)) [..., z], p a mixture of
+  diagonal Gaussians (mu2, logvar2 [..., M, z], logits2 [..., M]): log q(z) - log p(z) at
+  ``z``, a reparameterised draw from q (no closed form exists; the estimate is unbiased)."""
+  log_pi = jax.nn.log_softmax(logits2, axis=-1)
+  log_p = jax.nn.logsumexp(log_pi + gaussian_log_density(z[..., None, :], mu2, logvar2),
+                           axis=-1)
+  return gaussian_log_density(z, mu1, logvar1) - log_p
 
 
 def frame_mse(predicted: jax.Array, target: jax.Array,
@@ -85,8 +105,12 @@ def per_example_losses(output, target_frames: jax.Array, reconstruction_weight: 
     over time in 'loss' only ('loss' uses the weighted error when ``weights`` is given).
   """
   mse = frame_mse(output.frames, target_frames)  # [B, T-1]
-  kl = gaussian_kl(output.posterior_mu, output.posterior_logvar,
-                   output.prior_mu, output.prior_logvar)  # [B, T-1]
+  if output.prior_logits is None:
+    kl = gaussian_kl(output.posterior_mu, output.posterior_logvar,
+                     output.prior_mu, output.prior_logvar)  # [B, T-1]
+  else:  # A mixture prior: estimated at the posterior's draw.
+    kl = mixture_kl_estimate(output.z, output.posterior_mu, output.posterior_logvar,
+                             output.prior_mu, output.prior_logvar, output.prior_logits)
   error = mse if weights is None else frame_mse(output.frames, target_frames, weights)
   loss = jnp.sum(reconstruction_weight * error + kl_weight * kl, axis=1)
   return {"loss": loss, "mse": jnp.mean(mse, axis=1), "kl": jnp.mean(kl, axis=1)}

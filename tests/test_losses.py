@@ -89,3 +89,39 @@ def test_region_weights_weight_the_template_boxes_and_keep_the_scale():
       1.0, 1e-6, losses.pixel_weights(64, 10.0, 3.0)) for f in (in_mouth, outside)]
   np.testing.assert_allclose(terms[0]["loss"] / terms[1]["loss"], 10.0, rtol=1e-5)
   np.testing.assert_allclose(terms[0]["mse"], terms[1]["mse"])  # 'mse' stays plain.
+
+
+def test_mixture_kl_estimate_is_exact_for_one_repeated_component_and_unbiased():
+  """A mixture of M copies of one Gaussian is that Gaussian: the estimate at each z equals
+  log q(z) - log p(z) computed independently (numpy), and its mean over many draws of z ~ q
+  the closed-form KL."""
+  rng = np.random.default_rng(4)
+  z_dim, n = 3, 200_000
+  mu1, logvar1 = rng.normal(size=z_dim), rng.normal(size=z_dim) * 0.3
+  mu2, logvar2 = rng.normal(size=z_dim), rng.normal(size=z_dim) * 0.3
+  z = mu1 + np.exp(0.5 * logvar1) * rng.normal(size=(n, z_dim))
+  rep = lambda x: np.broadcast_to(x, (n, 4, z_dim))
+  estimate = np.asarray(losses.mixture_kl_estimate(
+      jnp.asarray(z), jnp.asarray(mu1), jnp.asarray(logvar1), jnp.asarray(rep(mu2)),
+      jnp.asarray(rep(logvar2)), jnp.asarray(rng.normal(size=(n, 4)))))
+  log_n = lambda x, m, lv: -0.5 * np.sum(np.log(2 * np.pi) + lv + (x - m) ** 2 / np.exp(lv), -1)
+  np.testing.assert_allclose(estimate, log_n(z, mu1, logvar1) - log_n(z, mu2, logvar2),
+                             rtol=1e-4, atol=1e-4)
+  closed = float(losses.gaussian_kl(jnp.asarray(mu1), jnp.asarray(logvar1), jnp.asarray(mu2),
+                                    jnp.asarray(logvar2)))
+  assert abs(estimate.mean() - closed) < 4 * estimate.std() / np.sqrt(n)
+
+
+def test_mixture_kl_estimate_weights_components_by_their_probabilities():
+  """Two distant components: log p(z) is the log of pi_1 N_1(z) + pi_2 N_2(z) (numpy)."""
+  z = np.array([[0.1, -0.2], [4.9, 5.3]])
+  mu2 = np.broadcast_to(np.array([[0.0, 0.0], [5.0, 5.0]]), (2, 2, 2))
+  logvar2 = np.zeros((2, 2, 2))
+  logits = np.log(np.array([[0.9, 0.1], [0.9, 0.1]]))
+  mu1, logvar1 = np.zeros(2), np.zeros(2)
+  estimate = np.asarray(losses.mixture_kl_estimate(*map(jnp.asarray, (z, mu1, logvar1, mu2,
+                                                                       logvar2, logits))))
+  density = lambda x, m: np.exp(-0.5 * np.sum((x - m) ** 2)) / (2 * np.pi)
+  for i in range(2):
+    p = 0.9 * density(z[i], mu2[i, 0]) + 0.1 * density(z[i], mu2[i, 1])
+    np.testing.assert_allclose(estimate[i], np.log(density(z[i], mu1)) - np.log(p), rtol=1e-5)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import grid
+from talkface_jax import losses
 from talkface_jax.models import audio, image, talkface
 
 
@@ -251,6 +252,47 @@ def test_rollout_is_the_training_pass_on_its_own_frames(learned_generation):
   other = jax.jit(functools.partial(talkface.rollout, model))(variables, frames, mfcc,
                                                               jax.random.key(5))
   assert np.abs(other - rolled).max() > 1e-4
+
+
+def test_mixture_component_follows_the_probabilities():
+  logits = jnp.log(jnp.array([0.2, 0.5, 0.3]))
+  picks = np.asarray(talkface.mixture_component(
+      jnp.broadcast_to(logits, (50_000, 3)), jax.random.uniform(jax.random.key(0), (50_000,))))
+  np.testing.assert_allclose(np.bincount(picks, minlength=3) / 50_000, [0.2, 0.5, 0.3],
+                             atol=0.01)
+  assert int(talkface.mixture_component(logits, None)) == 1
+
+
+def test_mixture_prior_trains_and_generates():
+  """prior_components = 3: the training pass gives the mixture and the draw its KL is
+  estimated at; generation is chunkable, draws differ between samples, and the
+  deterministic video (the most probable component's mean) ignores the key."""
+  with pytest.raises(ValueError, match="prior_components=2"):
+    _tiny_model(prior_components=2)  # The paper's audio prior stays a single Gaussian.
+  model = _tiny_model(bn_momentum=0.0, prior="learned", prior_components=3)
+  rng = np.random.default_rng(2)
+  frames = jnp.asarray(rng.uniform(size=(2, 6, 64, 64, 3)), jnp.float32)
+  mfcc = jnp.asarray(rng.normal(size=(2, 6, 28, 12)), jnp.float32)
+  variables = _init_tiny(model, frames, mfcc)
+  out = jax.jit(functools.partial(model.apply, train=False))(
+      variables, frames, mfcc, rngs={"latent": jax.random.key(0)})
+  assert out.prior_mu.shape == out.prior_logvar.shape == (2, 5, 3, model.z_dim)
+  assert out.prior_logits.shape == (2, 5, 3) and out.z.shape == (2, 5, model.z_dim)
+  assert np.isfinite(losses.per_example_losses(out, frames[:, 1:], 1.0, 1.0)["kl"]).all()
+  key = jax.random.key(5)
+  whole = np.asarray(jax.jit(functools.partial(talkface.generate, model, num_samples=3))(
+      variables, frames[:, 0], mfcc, key))
+  chunk = jax.jit(functools.partial(talkface.generate_chunk, model))
+  state = talkface.start_generation(model, variables, frames[:, 0], 3)
+  parts = []
+  for start, stop in [(1, 4), (4, 6)]:
+    state, part = chunk(variables, state, mfcc[:, start:stop], key)
+    parts.append(np.asarray(part))
+  np.testing.assert_allclose(np.concatenate(parts, axis=2), whole[:, :, 1:], atol=1e-5)
+  assert np.abs(whole[:, 0, 1:] - whole[:, 1, 1:]).max() > 1e-4
+  det = jax.jit(functools.partial(talkface.generate, model, num_samples=2, deterministic=True))
+  np.testing.assert_array_equal(det(variables, frames[:, 0], mfcc, jax.random.key(0)),
+                                det(variables, frames[:, 0], mfcc, jax.random.key(1)))
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.8])

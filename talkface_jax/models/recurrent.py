@@ -57,6 +57,35 @@ class GaussianLSTM(nn.Module):
     return carry, self.mu(h), self.logvar(h)
 
 
+class MixtureLSTM(nn.Module):
+  """Linear embed -> LSTM -> a mixture of ``components`` diagonal Gaussians over z_t:
+  q(z_t | inputs_1..t) = sum_m pi_m N(mu_m, exp(logvar_m)), with pi = softmax(logits).
+
+  A single Gaussian has to stretch its variance over rare, distant posteriors (a blink's
+  onset in a few frames of fifty) and then hardly ever draws one; a mixture can give such an
+  event a component of its own with the event's probability (``TalkFace.prior_components``).
+  """
+  rnn_size: int
+  z_dim: int
+  components: int
+  num_layers: int = 1
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.embed = nn.Dense(self.rnn_size, dtype=self.dtype)
+    self.lstm = LSTMStack(self.rnn_size, self.num_layers, self.dtype)
+    heads = at_least_float32(self.dtype)
+    self.mu = nn.Dense(self.components * self.z_dim, dtype=heads)
+    self.logvar = nn.Dense(self.components * self.z_dim, dtype=heads)
+    self.logits = nn.Dense(self.components, dtype=heads)
+
+  def __call__(self, inputs: jax.Array, carry: list[Carry] | None = None):
+    """inputs [B, T, F] -> (carry, mu [B, T, M, z], logvar [B, T, M, z], logits [B, T, M])."""
+    carry, h = self.lstm(self.embed(inputs.astype(self.dtype)), carry)
+    shape = (*h.shape[:-1], self.components, self.z_dim)
+    return carry, self.mu(h).reshape(shape), self.logvar(h).reshape(shape), self.logits(h)
+
+
 class FramePredictor(nn.Module):
   """Linear embed -> LSTM stack -> Linear -> tanh: the next frame's code from (prev code, z)."""
   rnn_size: int

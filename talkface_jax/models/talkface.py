@@ -43,8 +43,12 @@ class TrainOutput:
   frames: jax.Array  # Predicted frames [B, T-1, H, W, 3] in [0, 1].
   posterior_mu: jax.Array  # q_f(z_t) mean [B, T-1, z].
   posterior_logvar: jax.Array
-  prior_mu: jax.Array  # q_a(z_t) mean [B, T-1, z].
+  prior_mu: jax.Array  # q_a(z_t) mean [B, T-1, z] ([B, T-1, M, z] for M > 1 components).
   prior_logvar: jax.Array
+  # With prior_components M > 1: the mixture's logits [B, T-1, M] and the posterior's draw z
+  # [B, T-1, z] at which the KL is estimated (losses.py); None for the single Gaussian.
+  prior_logits: jax.Array | None = None
+  z: jax.Array | None = None
 
 
 class TalkFace(nn.Module):
@@ -68,6 +72,7 @@ class TalkFace(nn.Module):
   latent_correlation: float  # AR(1) coefficient of the generation noise over time.
   decoder_output: str = "direct"  # 'direct' (paper) or 'residual' on the identity frame.
   audio_to_predictor: bool = False  # The predictor also sees this frame's audio code.
+  prior_components: int = 1  # Gaussians in the learned prior's mixture (1: one Gaussian).
 
   def setup(self):
     common = dict(bn_momentum=self.bn_momentum, dtype=self.dtype, conv_impl=self.conv_impl)
@@ -78,8 +83,12 @@ class TalkFace(nn.Module):
         self.audio_widths, self.audio_hidden, self.audio_dim, self.audio_bn_relu, **common)
     self.frame_posterior = recurrent.GaussianLSTM(
         self.rnn_size, self.z_dim, self.posterior_layers, self.dtype)
-    self.audio_prior = recurrent.GaussianLSTM(
-        self.rnn_size, self.z_dim, self.posterior_layers, self.dtype)
+    if self.prior_components > 1:
+      self.audio_prior = recurrent.MixtureLSTM(
+          self.rnn_size, self.z_dim, self.prior_components, self.posterior_layers, self.dtype)
+    else:
+      self.audio_prior = recurrent.GaussianLSTM(
+          self.rnn_size, self.z_dim, self.posterior_layers, self.dtype)
     self.predictor = recurrent.FramePredictor(
         self.rnn_size, self.g_dim, self.predictor_layers, self.dtype)
 
@@ -114,11 +123,13 @@ class TalkFace(nn.Module):
     prior_inputs = audio
     if self.prior == "learned":  # The previous frame's code (true, unless prev_frames).
       prior_inputs = jnp.concatenate([audio, prev_codes.astype(audio.dtype)], axis=-1)
-    _, prior_mu, prior_logvar = self.audio_prior(prior_inputs)
+    _, *prior = self.audio_prior(prior_inputs)
 
     _, predicted = self.predictor(prev_codes, self.predictor_latent(z, audio))
     recon = self.frame_decoder(predicted, context, train)
-    return TrainOutput(recon, post_mu, post_logvar, prior_mu, prior_logvar)
+    if self.prior_components > 1:
+      return TrainOutput(recon, post_mu, post_logvar, *prior, z=z)
+    return TrainOutput(recon, post_mu, post_logvar, *prior)
 
   def _encode_clip(self, frames: jax.Array, train: bool):
     """Codes [B, N, g_dim] of frames [B, N, H, W, 3] (all in one batch) and the decoder's
@@ -194,7 +205,7 @@ class TalkFace(nn.Module):
 
   def predict_frame_learned(self, prev_frames: jax.Array, audio_code: jax.Array,
                             eps: jax.Array, context, prior_carry, predictor_carry,
-                            train: bool):
+                            train: bool, choice: jax.Array | None = None):
     """One generation step with the learned prior (``prior='learned'``).
 
     The previous frame's code feeds both the prior (with the audio code) and the predictor.
@@ -206,6 +217,8 @@ class TalkFace(nn.Module):
       context: ``identity_context`` of the B inputs.
       prior_carry, predictor_carry: LSTM states of the B * K sequences.
       train: BatchNorm mode.
+      choice: with ``prior_components`` > 1, [B, K] uniform draws in [0, 1) that pick each
+        sample's mixture component (``mixture_component``); None picks the most probable one.
 
     Returns:
       (prior_carry, predictor_carry, frames [B, K, H, W, 3]).
@@ -214,12 +227,25 @@ class TalkFace(nn.Module):
     codes, _ = self.frame_encoder(prev_frames.reshape(b * k, *prev_frames.shape[2:]), train)
     audio = jnp.broadcast_to(audio_code[:, None], (b, k, audio_code.shape[-1]))
     prior_in = jnp.concatenate([audio.reshape(b * k, -1), codes.astype(audio.dtype)], -1)
-    prior_carry, mu, logvar = self.audio_prior(prior_in[:, None], prior_carry)
+    prior_carry, mu, logvar, *logits = self.audio_prior(prior_in[:, None], prior_carry)
+    if logits:  # Each sample's component: mu, logvar [B*K, 1, M, z] -> [B*K, 1, z].
+      pick = mixture_component(logits[0], None if choice is None else choice.reshape(b * k, 1))
+      mu, logvar = (jnp.take_along_axis(x, pick[..., None, None], axis=-2)[..., 0, :]
+                    for x in (mu, logvar))
     z = mu + jnp.exp(0.5 * logvar) * eps.reshape(b * k, 1, -1)
     z = self.predictor_latent(z, audio.reshape(b * k, 1, -1))
     predictor_carry, predicted = self.predictor(codes[:, None], z, predictor_carry)
     frames = self.frame_decoder(predicted.reshape(b, k, -1), context, train)
     return prior_carry, predictor_carry, frames
+
+
+def mixture_component(logits: jax.Array, choice: jax.Array | None) -> jax.Array:
+  """Component indices [...] of mixtures with ``logits`` [..., M]: the inverse CDF of
+  softmax(logits) at the uniform draws ``choice`` [...], or the most probable (None)."""
+  if choice is None:
+    return jnp.argmax(logits, axis=-1)
+  cdf = jnp.cumsum(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+  return jnp.minimum(jnp.sum(cdf <= choice[..., None], axis=-1), logits.shape[-1] - 1)
 
 
 def init_variables(model: TalkFace, params_rng: jax.Array, latent_rng: jax.Array):
@@ -245,6 +271,10 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
   rho = float(model_config.latent_correlation)
   if not 0.0 <= rho < 1.0:
     raise errors.UserError(f"model.latent_correlation={rho}: must be in [0, 1)")
+  components = int(model_config.get("prior_components", 1))
+  if components < 1 or (components > 1 and prior != "learned"):
+    raise errors.UserError(f"model.prior_components={components}: use 1, or more with "
+                           "model.prior=learned")
   return TalkFace(
       resolution=model_config.resolution,
       encoder_widths=tuple(model_config.encoder_widths),
@@ -256,7 +286,8 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
       bn_momentum=model_config.bn_momentum, dtype=jnp.dtype(model_config.dtype),
       conv_impl=model_config.conv_impl, prior=prior, latent_correlation=rho,
       decoder_output=decoder_output,
-      audio_to_predictor=bool(model_config.get("audio_to_predictor", False)))
+      audio_to_predictor=bool(model_config.get("audio_to_predictor", False)),
+      prior_components=components)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -332,9 +363,12 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     eps = latent_noise(keys, t, prev_eps, rho)
     draw = jnp.zeros_like(eps) if deterministic else eps
     if learned:
+      choice = None
+      if model.prior_components > 1 and not deterministic:
+        choice = component_draw(keys, t, eps.shape[:2])
       prior_c, predictor_carry, frames = _apply(
           model, variables, batch_norm, prev_frames, x_t, draw, state.context, prior_c,
-          predictor_carry, method=TalkFace.predict_frame_learned)
+          predictor_carry, choice=choice, method=TalkFace.predict_frame_learned)
     else:
       mu_t, logvar_t, audio_t = x_t  # [B, z], [B, z], [B, audio_dim]
       z = mu_t[:, None] + jnp.exp(0.5 * logvar_t)[:, None] * draw
@@ -371,6 +405,14 @@ def latent_noise(key: jax.Array, t: jax.Array, prev_eps: jax.Array, rho: float) 
   if rho == 0.0:
     return fresh
   return jnp.where(t == 1, fresh, rho * prev_eps + (1.0 - rho * rho) ** 0.5 * fresh)
+
+
+def component_draw(key: jax.Array, t: jax.Array, shape: tuple[int, int]) -> jax.Array:
+  """Uniform [B, K] draws that pick the mixture components of frame t (independent of the
+  noise ``latent_noise`` draws from the same keys); per input, like the noise."""
+  keys = input_keys(key, shape[0])
+  return jax.vmap(lambda row_key: jax.random.uniform(
+      jax.random.fold_in(jax.random.fold_in(row_key, t), 1), shape[1:]))(keys)
 
 
 def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key: jax.Array,
