@@ -263,6 +263,7 @@ def test_mixture_component_follows_the_probabilities():
   assert int(talkface.mixture_component(logits, None)) == 1
 
 
+@pytest.mark.slow  # Compiles a third model's training and generation passes (~1-2 min).
 def test_mixture_prior_trains_and_generates():
   """prior_components = 3: the training pass gives the mixture and the draw its KL is
   estimated at; generation is chunkable, draws differ between samples, and the

@@ -38,50 +38,37 @@ class LSTMStack(nn.Module):
 
 
 class GaussianLSTM(nn.Module):
-  """Linear embed -> LSTM -> (mu, log-variance) heads: q(z_t | inputs_1..t)."""
+  """Linear embed -> LSTM -> (mu, log-variance) heads: q(z_t | inputs_1..t).
+
+  With ``components`` M > 1 (the learned prior's ``TalkFace.prior_components``) the heads give
+  a mixture of M diagonal Gaussians, sum_m pi_m N(mu_m, exp(logvar_m)), pi = softmax(logits).
+  A single Gaussian has to stretch its variance over rare, distant posteriors (a blink's
+  onset in a few frames of fifty) and then hardly ever draws one; a mixture can give such an
+  event a component of its own with the event's probability.
+  """
   rnn_size: int
   z_dim: int
   num_layers: int = 1
   dtype: Any = jnp.float32
+  components: int = 1
 
   def setup(self):
     self.embed = nn.Dense(self.rnn_size, dtype=self.dtype)
     self.lstm = LSTMStack(self.rnn_size, self.num_layers, self.dtype)
     # The heads compute in float32 (float64 when the model does): KL and sampling need it.
-    self.mu = nn.Dense(self.z_dim, dtype=at_least_float32(self.dtype))
-    self.logvar = nn.Dense(self.z_dim, dtype=at_least_float32(self.dtype))
-
-  def __call__(self, inputs: jax.Array, carry: list[Carry] | None = None):
-    """inputs [B, T, F] -> (carry, mu [B, T, z_dim], logvar [B, T, z_dim]), float32 heads."""
-    carry, h = self.lstm(self.embed(inputs.astype(self.dtype)), carry)
-    return carry, self.mu(h), self.logvar(h)
-
-
-class MixtureLSTM(nn.Module):
-  """Linear embed -> LSTM -> a mixture of ``components`` diagonal Gaussians over z_t:
-  q(z_t | inputs_1..t) = sum_m pi_m N(mu_m, exp(logvar_m)), with pi = softmax(logits).
-
-  A single Gaussian has to stretch its variance over rare, distant posteriors (a blink's
-  onset in a few frames of fifty) and then hardly ever draws one; a mixture can give such an
-  event a component of its own with the event's probability (``TalkFace.prior_components``).
-  """
-  rnn_size: int
-  z_dim: int
-  components: int
-  num_layers: int = 1
-  dtype: Any = jnp.float32
-
-  def setup(self):
-    self.embed = nn.Dense(self.rnn_size, dtype=self.dtype)
-    self.lstm = LSTMStack(self.rnn_size, self.num_layers, self.dtype)
     heads = at_least_float32(self.dtype)
     self.mu = nn.Dense(self.components * self.z_dim, dtype=heads)
     self.logvar = nn.Dense(self.components * self.z_dim, dtype=heads)
-    self.logits = nn.Dense(self.components, dtype=heads)
+    if self.components > 1:
+      self.logits = nn.Dense(self.components, dtype=heads)
 
   def __call__(self, inputs: jax.Array, carry: list[Carry] | None = None):
-    """inputs [B, T, F] -> (carry, mu [B, T, M, z], logvar [B, T, M, z], logits [B, T, M])."""
+    """inputs [B, T, F] -> (carry, mu [B, T, z_dim], logvar [B, T, z_dim]), float32 heads;
+    with M > 1 components (carry, mu [B, T, M, z_dim], logvar [B, T, M, z_dim], logits
+    [B, T, M])."""
     carry, h = self.lstm(self.embed(inputs.astype(self.dtype)), carry)
+    if self.components == 1:
+      return carry, self.mu(h), self.logvar(h)
     shape = (*h.shape[:-1], self.components, self.z_dim)
     return carry, self.mu(h).reshape(shape), self.logvar(h).reshape(shape), self.logits(h)
 

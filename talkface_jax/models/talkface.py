@@ -83,12 +83,8 @@ class TalkFace(nn.Module):
         self.audio_widths, self.audio_hidden, self.audio_dim, self.audio_bn_relu, **common)
     self.frame_posterior = recurrent.GaussianLSTM(
         self.rnn_size, self.z_dim, self.posterior_layers, self.dtype)
-    if self.prior_components > 1:
-      self.audio_prior = recurrent.MixtureLSTM(
-          self.rnn_size, self.z_dim, self.prior_components, self.posterior_layers, self.dtype)
-    else:
-      self.audio_prior = recurrent.GaussianLSTM(
-          self.rnn_size, self.z_dim, self.posterior_layers, self.dtype)
+    self.audio_prior = recurrent.GaussianLSTM(
+        self.rnn_size, self.z_dim, self.posterior_layers, self.dtype, self.prior_components)
     self.predictor = recurrent.FramePredictor(
         self.rnn_size, self.g_dim, self.predictor_layers, self.dtype)
 
