@@ -206,20 +206,24 @@ def test_learned_prior_sees_the_previous_frame(learned_generation):
 
 def test_learned_prior_generation_is_chunkable_and_sample_dependent(learned_generation):
   """Every state of both options (prior LSTM per sample, the last noise) crosses chunks."""
-  model, variables, frames, mfcc = learned_generation
+  _assert_chunkable_sample_dependent_deterministic(*learned_generation, [(1, 3), (3, 6)])
+
+
+def _assert_chunkable_sample_dependent_deterministic(model, variables, frames, mfcc, chunks):
+  """Generation in ``chunks`` (frame ranges) equals one call, samples differ, and the
+  deterministic video (the prior's mean given the generated frames) ignores the key."""
   key = jax.random.key(5)
   whole = np.asarray(jax.jit(functools.partial(talkface.generate, model, num_samples=3))(
       variables, frames[:, 0], mfcc, key))
-  assert whole.shape == (2, 3, 6, 64, 64, 3)
+  assert whole.shape == (*frames.shape[:1], 3, *frames.shape[1:])
   chunk = jax.jit(functools.partial(talkface.generate_chunk, model))
   state = talkface.start_generation(model, variables, frames[:, 0], 3)
-  chunks = []
-  for start, stop in [(1, 3), (3, 6)]:
+  parts = []
+  for start, stop in chunks:
     state, out = chunk(variables, state, mfcc[:, start:stop], key)
-    chunks.append(np.asarray(out))
-  np.testing.assert_allclose(np.concatenate(chunks, axis=2), whole[:, :, 1:], atol=1e-5)
+    parts.append(np.asarray(out))
+  np.testing.assert_allclose(np.concatenate(parts, axis=2), whole[:, :, 1:], atol=1e-5)
   assert np.abs(whole[:, 0, 1:] - whole[:, 1, 1:]).max() > 1e-4
-  # Deterministic: z is the prior's mean given the generated frames, the same for every key.
   det = jax.jit(functools.partial(talkface.generate, model, num_samples=2, deterministic=True))
   np.testing.assert_array_equal(det(variables, frames[:, 0], mfcc, jax.random.key(0)),
                                 det(variables, frames[:, 0], mfcc, jax.random.key(1)))
@@ -280,20 +284,8 @@ def test_mixture_prior_trains_and_generates():
   assert out.prior_mu.shape == out.prior_logvar.shape == (2, 5, 3, model.z_dim)
   assert out.prior_logits.shape == (2, 5, 3) and out.z.shape == (2, 5, model.z_dim)
   assert np.isfinite(losses.per_example_losses(out, frames[:, 1:], 1.0, 1.0)["kl"]).all()
-  key = jax.random.key(5)
-  whole = np.asarray(jax.jit(functools.partial(talkface.generate, model, num_samples=3))(
-      variables, frames[:, 0], mfcc, key))
-  chunk = jax.jit(functools.partial(talkface.generate_chunk, model))
-  state = talkface.start_generation(model, variables, frames[:, 0], 3)
-  parts = []
-  for start, stop in [(1, 4), (4, 6)]:
-    state, part = chunk(variables, state, mfcc[:, start:stop], key)
-    parts.append(np.asarray(part))
-  np.testing.assert_allclose(np.concatenate(parts, axis=2), whole[:, :, 1:], atol=1e-5)
-  assert np.abs(whole[:, 0, 1:] - whole[:, 1, 1:]).max() > 1e-4
-  det = jax.jit(functools.partial(talkface.generate, model, num_samples=2, deterministic=True))
-  np.testing.assert_array_equal(det(variables, frames[:, 0], mfcc, jax.random.key(0)),
-                                det(variables, frames[:, 0], mfcc, jax.random.key(1)))
+  _assert_chunkable_sample_dependent_deterministic(model, variables, frames, mfcc,
+                                                   [(1, 4), (4, 6)])
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.8])
