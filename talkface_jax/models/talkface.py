@@ -45,9 +45,9 @@ class TrainOutput:
   posterior_logvar: jax.Array
   prior_mu: jax.Array  # q_a(z_t) mean [B, T-1, z] ([B, T-1, M, z] for M > 1 components).
   prior_logvar: jax.Array
-  # With prior_components M > 1: the mixture's logits [B, T-1, M] and the posterior's draw z
-  # [B, T-1, z] at which the KL is estimated (losses.py); None for the single Gaussian.
+  # With prior_components M > 1: the mixture's logits [B, T-1, M]; None for one Gaussian.
   prior_logits: jax.Array | None = None
+  # The posterior's draw [B, T-1, z] (the mixture's KL is estimated at it, losses.py).
   z: jax.Array | None = None
 
 
@@ -123,9 +123,7 @@ class TalkFace(nn.Module):
 
     _, predicted = self.predictor(prev_codes, self.predictor_latent(z, audio))
     recon = self.frame_decoder(predicted, context, train)
-    if self.prior_components > 1:
-      return TrainOutput(recon, post_mu, post_logvar, *prior, z=z)
-    return TrainOutput(recon, post_mu, post_logvar, *prior)
+    return TrainOutput(recon, post_mu, post_logvar, *prior, z=z)
 
   def _encode_clip(self, frames: jax.Array, train: bool):
     """Codes [B, N, g_dim] of frames [B, N, H, W, 3] (all in one batch) and the decoder's
@@ -451,9 +449,11 @@ def rollout(model: TalkFace, variables, frames: jax.Array, mfcc: jax.Array, key:
             batch_norm: str = "running") -> jax.Array:
   """The model's own frames 1..T-2 [B, T-2, H, W, 3] of clips ``frames`` [B, T, ...]: each
   generated from the previous GENERATED frame (frame 0 the true identity frame), as in
-  generation, but with z from the frame posterior of the true frames, the draw of ``key``
-  that the training pass with ``rngs={'latent': key}`` makes. Fed to that pass as
-  ``prev_frames``, they train the predictor on inputs like those it gets at generation."""
+  generation, but with z from the frame posterior of the true frames, drawn with the noise
+  that the training pass with ``rngs={'latent': key}`` uses (its posterior evaluated in this
+  function's BatchNorm mode, so in training, where the pass normalises with batch
+  statistics, the two z differ slightly). Fed to that pass as ``prev_frames``, they train
+  the predictor on inputs like those it gets at generation."""
   latents, context = _apply(model, variables, batch_norm, frames, mfcc, rngs={"latent": key},
                             method=TalkFace.posterior_latents)
 
