@@ -37,11 +37,11 @@ import dataclasses
 import functools
 
 import dlib
-import face_recognition_models
 import numpy as np
 import scipy.ndimage
 from PIL import Image
 
+from data_prep import dlib_models
 from data_prep import errors
 from data_prep import template
 
@@ -127,7 +127,7 @@ class AlignedClip:
 
 @functools.lru_cache(maxsize=1)
 def _predictor() -> "dlib.shape_predictor":
-  return dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+  return dlib.shape_predictor(dlib_models.path(dlib_models.LANDMARKS_68))
 
 
 @functools.lru_cache(maxsize=1)
@@ -547,7 +547,8 @@ _CHIP_SIZE, _CHIP_PADDING = 150, 0.25  # What the descriptor was trained on (Dli
 
 @functools.lru_cache(maxsize=1)
 def _recognizer() -> "dlib.face_recognition_model_v1":
-  return dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+  return dlib.face_recognition_model_v1(
+      dlib_models.path(dlib_models.FACE_DESCRIPTOR))
 
 
 def face_descriptors(images, min_side: int = DESCRIPTOR_MIN_SIDE) -> tuple[np.ndarray, np.ndarray]:

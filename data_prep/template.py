@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from data_prep import dlib_models
+
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "mean_face.npy")
 
 # Points that the per-frame similarity transform is fitted to (``AlignConfig.align_on``);
@@ -69,9 +71,8 @@ def build_template(predictor_path: str | None = None) -> np.ndarray:
     :func:`mean_face` and :func:`face_box`.
   """
   import dlib  # pylint: disable=g-import-not-at-top
-  import face_recognition_models  # pylint: disable=g-import-not-at-top
   predictor = dlib.shape_predictor(
-      predictor_path or face_recognition_models.pose_predictor_model_location())
+      predictor_path or dlib_models.path(dlib_models.LANDMARKS_68))
   box = 400
   grey = np.full((box + 200, box + 200, 3), 128, np.uint8)
   shape = predictor(grey, dlib.rectangle(100, 100, 100 + box, 100 + box))

@@ -1,9 +1,12 @@
 """Tests of data_prep.face and data_prep.template on a real face photo moved by known transforms."""
 
+import os
+
 import numpy as np
 import pytest
 import skimage.data
 
+from data_prep import dlib_models
 from data_prep import face
 from data_prep import template
 from tests import fixtures_raw
@@ -29,6 +32,14 @@ def _photo_to_crop_spread(result, true_a, true_b):
   b = result.scale_rotation * true_b + result.translation
   points = a[:, None] * _RING[None] + b[:, None]
   return float(np.abs(points - points.mean(0)).mean())
+
+
+def test_dlib_models_are_found_without_importing_their_package():
+  """face_recognition_models' own helpers need pkg_resources (gone from setuptools >= 81)."""
+  for name in (dlib_models.LANDMARKS_68, dlib_models.FACE_DESCRIPTOR):
+    assert os.path.getsize(dlib_models.path(name)) > 1_000_000
+  with pytest.raises(FileNotFoundError, match="no_such_model.dat"):
+    dlib_models.path("no_such_model.dat")
 
 
 def test_template_placement_is_atvgnet_like():

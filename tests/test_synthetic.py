@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from data_prep import audio
+from data_prep import dlib_models
 from data_prep import readers
 from data_prep import synthetic
 from data_prep import video
@@ -147,9 +148,8 @@ def test_rendered_face_opens_mouth_and_closes_eyes(template):
 
 def test_dlib_measures_mouth_opening(template):
   import dlib  # pylint: disable=g-import-not-at-top
-  import face_recognition_models  # pylint: disable=g-import-not-at-top
   detector = dlib.get_frontal_face_detector()
-  predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+  predictor = dlib.shape_predictor(dlib_models.path(dlib_models.LANDMARKS_68))
   gaps = []
   for m in (0.0, 1.0):
     frame = synthetic.render_frame(template, m, 1.0, 0, 0, 0)

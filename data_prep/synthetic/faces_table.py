@@ -14,9 +14,9 @@ import json
 import os
 
 import dlib
-import face_recognition_models
 import numpy as np
 
+from data_prep import dlib_models
 from data_prep import photo
 from data_prep.synthetic import faces
 
@@ -92,9 +92,9 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default=faces.TABLE_PATH)
   args = parser.parse_args(argv)
   detector = dlib.get_frontal_face_detector()
-  predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+  predictor = dlib.shape_predictor(dlib_models.path(dlib_models.LANDMARKS_68))
   encoder = dlib.face_recognition_model_v1(
-      face_recognition_models.face_recognition_model_location())
+      dlib_models.path(dlib_models.FACE_DESCRIPTOR))
   archives = {}
 
   def data_of(package, member):
