@@ -8,7 +8,8 @@ into the batch axis) and differentiated with respect to its parameters and input
 * ``audio``: ``AudioEncoder`` on B*(T-1) MFCC windows;
 * ``lstms``: frame posterior, audio prior and frame predictor over T-1 steps;
 * ``step``: the whole jitted train step, for the sum of the parts to be checked against;
-* ``ops``: the encoder's 2x2 max-pools, the decoder's x2 upsamplings and BatchNorms, alone.
+* ``ops``: the encoder's 2x2 max-pools, the decoder's x2-upsampling convs and BatchNorms, alone
+  (``--reference``: the upsampling conv as ``upsample2x`` then a 3x3 conv).
 
 Parts are run round-robin (``--reps`` rounds) so a burst of load on a shared machine hits
 them alike; each figure is the median. The load average is printed with the figures.
@@ -103,7 +104,7 @@ class _BatchNorm(nn.Module):
 
 
 def op_parts(config) -> dict:
-  """Max-pool, upsampling and BatchNorm at the encoder's/decoder's largest shapes."""
+  """Max-pool, the decoder's x2-upsampling conv and BatchNorm at the largest shapes."""
   m = config.model
   b, t, r = config.train.batch_size, config.data.seq_len, m.resolution
   parts = {}
@@ -113,8 +114,10 @@ def op_parts(config) -> dict:
         jax.jit(jax.grad(lambda x: jnp.vdot(layers.max_pool(x, 2, 2),
                                             layers.max_pool(x, 2, 2) * 0 + 1.0))), (x,))
     small = x[:b * (t - 1), ::2, ::2]
-    parts[f"upsample@{r >> (i + 1)}x{w}"] = (
-        jax.jit(jax.grad(lambda x: jnp.sum(layers.upsample2x(x) ** 2))), (small,))
+    kernel = jax.random.normal(jax.random.key(i), (3, 3, w, w)) * 0.02
+    parts[f"upconv@{r >> (i + 1)}x{w}"] = (
+        jax.jit(jax.grad(lambda x, k: jnp.sum(layers.upsample_conv3x3(x, k) ** 2),
+                         argnums=(0, 1))), (small, kernel))
     bn = _BatchNorm()
     variables = bn.init(jax.random.key(0), x)
     parts[f"bn@{r >> i}x{w}"] = (
@@ -131,7 +134,9 @@ def reference_ops():
       "max_pool": lambda x, window, stride: nn.max_pool(
           x, (window,) * 2 if isinstance(window, int) else window,
           strides=(stride,) * 2 if isinstance(stride, int) else stride, padding="VALID"),
-      "upsample2x": lambda x: jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2),
+      "upsample_conv3x3": lambda x, kernel, conv_general_dilated=jax.lax.conv_general_dilated: (
+          conv_general_dilated(jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2), kernel,
+                               (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))),
       "conv_function": lambda impl: (jax.lax.conv_general_dilated if impl == "xla" else
                                      __import__("talkface_jax.ops.conv").ops.conv
                                      .conv_general_dilated_for(impl)),
@@ -213,7 +218,7 @@ def main():
   total = 0.0
   for name, t in times.items():
     med = float(np.median(t))
-    if not name.startswith(("step", "pool", "upsample", "bn")) and ":ref" not in name:
+    if not name.startswith(("step", "pool", "upconv", "bn")) and ":ref" not in name:
       total += med
     print(f"  {name:22s} {1e3 * med:9.1f} ms median  (min {1e3 * min(t):9.1f})", flush=True)
   print(f"  sum of model parts     {1e3 * total:9.1f} ms   load after: {machine.load()}")

@@ -17,6 +17,10 @@ The decoder's concat-conv is computed as ``conv(x) + conv(skip)``, which is the 
 (a conv over a channel concatenation is the sum of convs over the parts). Skips come from the
 first frame only, so ``conv(skip)`` is computed once per sequence and broadcast over its frames
 instead of once per frame; this removes ~40% of the decoder's FLOPs and its skip copies.
+The x part's upsampling and conv are one op (``layers.UpsampleConv``): a 3x3 conv of a x2
+nearest-upsampled map is four 2x2 convs of the small map (one per output pixel parity), the
+same map with 4/9 of the multiplies and no upsampled copy; at 128x128 this takes the train
+step from 30.2 to 23.0 GFLOP per predicted frame (BENCHMARKS.md, issue 12).
 """
 
 import functools
@@ -92,7 +96,8 @@ class ImageDecoder(nn.Module):
     n = len(self.widths)
     # Per scale i: the concat conv split into its x part and its skip part, then BN+LReLU, and
     # (except at the finest scale) a second stage down to the next finer width.
-    self.up_convs = [conv(self.widths[i], name=f"up_conv_{i}") for i in range(n)]
+    self.up_convs = [layers.UpsampleConv(self.widths[i], self.dtype, self.conv_impl,
+                                         name=f"up_conv_{i}") for i in range(n)]
     self.skip_convs = [conv(self.widths[i], name=f"skip_conv_{i}") for i in range(n)]
     self.merge_norms = [layers.batch_norm(None, self.bn_momentum, self.dtype, name=f"merge_bn_{i}")
                         for i in range(n)]
@@ -143,7 +148,7 @@ class ImageDecoder(nn.Module):
     x = codes.reshape(b * m, 1, 1, codes.shape[-1]).astype(self.dtype)
     x = nn.leaky_relu(bn(self.project_norm, self.project(x)), 0.2)
     for i in reversed(range(len(self.widths))):
-      x = self.up_convs[i](layers.upsample2x(x))
+      x = self.up_convs[i](x)  # Upsampled x2 and convolved in one (same map, fewer FLOPs).
       x = x.reshape(b, m, *x.shape[1:]) + context[i][:, None]
       x = x.reshape(b * m, *x.shape[2:])
       x = nn.leaky_relu(bn(self.merge_norms[i], x), 0.2)

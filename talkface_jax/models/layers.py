@@ -95,3 +95,63 @@ def upsample2x(x: jax.Array) -> jax.Array:
   """Nearest-neighbour x2 upsampling of [..., H, W, C] (the release's nn.UpsamplingNearest2d)."""
   x = jnp.repeat(x, 2, axis=-3)
   return jnp.repeat(x, 2, axis=-2)
+
+
+def _phase_taps(kernel: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+  """The two low-resolution taps of a 3-tap kernel axis after x2 nearest upsampling.
+
+  Output row 2i (phase 0) sees upsampled rows 2i-1, 2i, 2i+1 = input rows i-1, i, i; output
+  row 2i+1 (phase 1) sees input rows i, i, i+1. So phase 0 applies taps (k0, k1 + k2) to
+  input rows (i-1, i), phase 1 applies (k0 + k1, k2) to rows (i, i+1).
+  """
+  k0, k1, k2 = (jnp.take(kernel, j, axis=axis) for j in range(3))
+  return (jnp.stack([k0, k1 + k2], axis=axis), jnp.stack([k0 + k1, k2], axis=axis))
+
+
+def upsample_conv3x3(x: jax.Array, kernel: jax.Array,
+                     conv_general_dilated: Callable[..., jax.Array] = jax.lax.conv_general_dilated
+                     ) -> jax.Array:
+  """``conv3x3_SAME(upsample2x(x), kernel)``, computed at x's resolution.
+
+  The same linear map with 4/9 of the multiplies: each of the four output phases (row and
+  column parity) is a 2x2 convolution of x with taps summed from the 3x3 kernel
+  (``_phase_taps``), and the four are one 2x2 VALID convolution of x padded by 1 with 4 x Cout
+  outputs: phase (a, b) at output (2i + a, 2j + b) is that conv's output (i + a, j + b). No
+  upsampled map is built, and the gradient has no x2 reduction either.
+
+  Args:
+    x: [N, H, W, Cin].
+    kernel: [3, 3, Cin, Cout] (HWIO), the conv's kernel at the upsampled resolution.
+    conv_general_dilated: the convolution to use (``conv_function``).
+
+  Returns:
+    [N, 2H, 2W, Cout].
+  """
+  n, h, w, _ = x.shape
+  cout = kernel.shape[-1]
+  phases = [col for row in _phase_taps(kernel, 0) for col in _phase_taps(row, 1)]
+  y = conv_general_dilated(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))),
+                           jnp.concatenate(phases, axis=-1), (1, 1), "VALID",
+                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = y.reshape(n, h + 1, w + 1, 4, cout)
+  rows = [jnp.stack([y[:, a:a + h, b:b + w, 2 * a + b] for b in (0, 1)], axis=3)
+          for a in (0, 1)]  # Each [N, H, W, 2 (b), Cout].
+  return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, cout)
+
+
+class UpsampleConv(nn.Module):
+  """x2 nearest upsampling then a 3x3 SAME conv without bias (``upsample_conv3x3``).
+
+  Its parameter is the 3x3 conv's ``kernel`` [3, 3, Cin, features], named, shaped and
+  initialised as ``nn.Conv``'s, so the module can replace ``nn.Conv`` after ``upsample2x``
+  with the same parameters.
+  """
+  features: int
+  dtype: Any = jnp.float32
+  conv_impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", conv_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    return upsample_conv3x3(x, kernel, conv_function(self.conv_impl))
