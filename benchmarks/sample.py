@@ -14,8 +14,9 @@ real time.
 
 ``--profile`` also times the parts of one generated frame on their own (each jitted, the
 same K rows): the audio encoder and prior over a chunk of one input's windows (per frame; run
-once for the K rows), the frame encoder on the previous frames, the predictor LSTMs, the decoder, and the chunk's host transfer. Their sum
-against the whole chunk's time per frame says what the scan, the noise and the rest cost.
+once for the K rows), the frame encoder on the previous frames, the predictor LSTMs, the
+decoder, and the chunk's host transfer. Their sum against the whole chunk's time per frame
+says what the scan, the noise and the rest cost.
 
   python -m benchmarks.sample --resolutions=64,128 --num_samples=1,8 --seconds=3
   python -m benchmarks.sample --resolutions=64 --num_samples=8 --profile

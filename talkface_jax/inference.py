@@ -192,16 +192,26 @@ class Generator:
     batch_norm = config.model.generation_batch_norm
     # The conv library's compile option (ops/conv.py) belongs to every jit of the model.
     options = conv.compiler_options(config.model.conv_impl)
-    self._start = jax.jit(functools.partial(talkface.start_generation, self.model,
-                                            num_samples=1, batch_norm=batch_norm),
-                          static_argnames="audio_inputs", compiler_options=options)
+
+    def split_rows(state):
+      """Every row axis of ``state`` split over the mesh (the step replicated): the chunk gets
+      the same shardings from ``_start`` as from itself, so it compiles once."""
+      rows, whole = parallel.data_sharded(self.mesh), parallel.replicated(self.mesh)
+      return jax.tree.map(
+          lambda x: jax.lax.with_sharding_constraint(x, rows if x.ndim else whole), state)
+
+    def start(variables, frame0, audio_inputs):
+      return split_rows(talkface.start_generation(self.model, variables, frame0, 1, batch_norm,
+                                                  audio_inputs))
+
+    self._start = jax.jit(start, static_argnames="audio_inputs", compiler_options=options)
 
     def chunk(variables, state, mfcc, audio_index, key_data, deterministic):
       self.num_traces += 1  # Runs only while tracing.
       state, frames = talkface.generate_chunk(
           self.model, variables, state, mfcc, jax.random.wrap_key_data(key_data),
           batch_norm=batch_norm, deterministic=deterministic, audio_index=audio_index)
-      return state, jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
+      return split_rows(state), jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
 
     self._chunk = jax.jit(chunk, static_argnames="deterministic", compiler_options=options)
 

@@ -331,7 +331,9 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
 
   The audio encoder and the audio prior are deterministic: inputs that hear the same audio
   (``inference.Generator``'s K sample rows of one input) can share one audio input, whose
-  codes, prior means and variances (and prior state) are computed once (``audio_index``).
+  codes, prior means and variances are computed once (``audio_index``). With
+  ``batch_norm='batch'`` the audio encoder's statistics are then those of the N audio inputs'
+  windows, which equal those of B rows that repeat each of them equally often.
 
   The noise of input b at frame t is drawn from ``fold_in(keys[b], t)``: a generation split
   into chunks draws exactly the same latents as one in a single call, and an input draws the
@@ -365,7 +367,7 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     prior_carry, mu, logvar, audio = _apply(model, variables, batch_norm, mfcc,
                                             state.prior_carry, method=TalkFace.prior_chunk)
     xs = (mu, logvar, audio)  # [B, C, z] twice, [B, C, audio_dim]
-  if audio_index is not None:  # Each input's rows of the N audio inputs' outputs.
+  if audio_index is not None:  # Input b gets the outputs of audio input audio_index[b].
     xs = jax.tree.map(lambda x: jnp.take(x, audio_index, axis=0), xs)
 
   def step(carry, inputs):
