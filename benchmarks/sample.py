@@ -2,10 +2,10 @@
 
 Generation runs through ``inference.Generator`` (one compiled chunk function, every LSTM state
 carried across chunks, the K samples of an input as K rows that share its audio encoder and
-audio prior), as ``--mode=sample``, evaluation
-and ``talkface_jax.load`` do. The model has random weights (speed does not depend on them) at
-the release's sizes (``train_step.release_config``), with configs/grid.py's prior unless
-``--prior`` says otherwise.
+audio prior), as ``--mode=sample``, evaluation and ``talkface_jax.load`` do. The model has
+random weights (speed does not depend on them) at the release's sizes
+(``train_step.release_config``), with configs/grid.py's prior unless ``--prior`` says
+otherwise.
 
 Units: frames/s counts generated frames, K x (T-1) per input (frame 0 is the input photo).
 The real-time factor (RTF) is seconds of generated video per second of wall-clock time at
