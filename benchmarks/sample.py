@@ -1,10 +1,11 @@
 """Sampling speed: frames/s and real-time factor of generation with K latent draws per input.
 
 Generation runs through ``inference.Generator`` (one compiled chunk function, every LSTM state
-carried across chunks, the K samples of an input as K rows), as ``--mode=sample``, evaluation
-and ``talkface_jax.load`` do. The model has random weights (speed does not depend on them) at
-the release's sizes (``train_step.release_config``), with configs/grid.py's prior unless
-``--prior`` says otherwise.
+carried across chunks, the K samples of an input as K rows that share its audio encoder and
+audio prior), as ``--mode=sample``, evaluation and ``talkface_jax.load`` do. The model has
+random weights (speed does not depend on them) at the release's sizes
+(``train_step.release_config``), with configs/grid.py's prior unless ``--prior`` says
+otherwise.
 
 Units: frames/s counts generated frames, K x (T-1) per input (frame 0 is the input photo).
 The real-time factor (RTF) is seconds of generated video per second of wall-clock time at
@@ -12,9 +13,10 @@ The real-time factor (RTF) is seconds of generated video per second of wall-cloc
 real time.
 
 ``--profile`` also times the parts of one generated frame on their own (each jitted, the
-same K rows): the audio prior over a chunk of windows (per frame), the frame encoder on the
-previous frames, the predictor LSTMs, the decoder, and the chunk's host transfer. Their sum
-against the whole chunk's time per frame says what the scan, the noise and the rest cost.
+same K rows): the audio encoder and prior over a chunk of one input's windows (per frame; run
+once for the K rows), the frame encoder on the previous frames, the predictor LSTMs, the
+decoder, and the chunk's host transfer. Their sum against the whole chunk's time per frame
+says what the scan, the noise and the rest cost.
 
   python -m benchmarks.sample --resolutions=64,128 --num_samples=1,8 --seconds=3
   python -m benchmarks.sample --resolutions=64 --num_samples=8 --profile
@@ -95,11 +97,17 @@ def profile(config, num_samples: int, reps: int) -> dict:
   z_width = model.z_dim + (model.audio_dim if model.audio_to_predictor else 0)
   z = jnp.zeros((rows, 1, z_width), model.dtype)
   carry = recurrent.zero_carry(rows, model.rnn_size, model.predictor_layers, model.dtype)
-  prior_carry = recurrent.zero_carry(rows, model.rnn_size, model.posterior_layers, model.dtype)
+  windows = jnp.asarray(mfcc[:1, 1:])  # One input's chunk: its K rows share the audio work.
+  if model.prior == "learned":  # Its prior steps per row with the frames, not timed apart.
+    audio_name, audio_args = "audio encoder (input, chunk / C)", (windows,)
+    audio_fn = apply(talkface.TalkFace.encode_audio)
+  else:
+    audio_name, audio_fn = "audio encoder + prior (input, chunk / C)", apply(
+        talkface.TalkFace.prior_chunk)
+    audio_args = (windows, recurrent.zero_carry(1, model.rnn_size, model.posterior_layers,
+                                                model.dtype))
   out = {
-      "audio encoder + prior (chunk / C)": _timed(
-          apply(talkface.TalkFace.prior_chunk), variables, jnp.asarray(mfcc[:, 1:]),
-          prior_carry, reps=reps) / chunk,
+      audio_name: _timed(audio_fn, variables, *audio_args, reps=reps) / chunk,
       "frame encoder": _timed(apply(lambda m, x, train: m.frame_encoder(x, train)), variables,
                               frames, reps=reps),
       "predictor LSTMs": _timed(apply(lambda m, c, zz, s, train: m.predictor(c, zz, s)), variables,
@@ -107,10 +115,13 @@ def profile(config, num_samples: int, reps: int) -> dict:
       "decoder": _timed(apply(lambda m, c, ctx, train: m.frame_decoder(c, ctx, train)), variables,
                         codes.reshape(rows, 1, -1), context, reps=reps),
   }
-  state = generator._start(variables, frames)  # pylint: disable=protected-access
-  key_data = generator._row_key_data(jax.random.key(0), rows, 1)  # pylint: disable=protected-access
-  run_chunk = lambda: generator._chunk(variables, state, jnp.asarray(mfcc[:, 1:]),  # pylint: disable=protected-access
-                                       key_data, deterministic=False)[1]
+  # pylint: disable=protected-access
+  state = generator._start(variables, frames, audio_inputs=1)
+  key_data = generator._row_key_data(jax.random.key(0), 1, rows)
+  run_chunk = lambda: generator._chunk(variables, state, windows,
+                                       jnp.zeros(rows, jnp.int32), key_data,
+                                       deterministic=False)[1]
+  # pylint: enable=protected-access
   out["whole chunk (/ C)"] = _timed(run_chunk, reps=reps) / chunk
   pieces = run_chunk()
   out["host transfer (/ C)"] = _timed(lambda: parallel.to_host(pieces), reps=reps) / chunk

@@ -18,7 +18,9 @@ its batch. The rows are split over the ``data`` axis of the device mesh (padded 
 of the device count with copies that are dropped), and generated ``config.sample.chunk_frames``
 frames per compiled call with every LSTM state carried across chunks: one compiled program
 serves every input length, device memory does not grow with the audio, and the result equals
-a single ``models.talkface.generate`` call.
+a single ``models.talkface.generate`` call. The audio encoder and the audio prior, which do
+not depend on the draws, run once per input (the B inputs' windows, split over the devices
+too) and their outputs go to the input's K rows (``generate_chunk``'s ``audio_index``).
 """
 
 import dataclasses
@@ -170,8 +172,8 @@ class Generator:
     variables: {'params', 'batch_stats'}.
     step: the training step the variables come from (None if not from a checkpoint).
     resolution: frame size S.
-    num_traces: compilations of the chunk function so far: one per (rows, frame size),
-      whatever the number of chunks or inputs.
+    num_traces: compilations of the chunk function so far: one per (inputs B, samples K,
+      frame size), whatever the number of chunks, the inputs themselves or their lengths.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, variables, step: int | None = None,
@@ -190,16 +192,26 @@ class Generator:
     batch_norm = config.model.generation_batch_norm
     # The conv library's compile option (ops/conv.py) belongs to every jit of the model.
     options = conv.compiler_options(config.model.conv_impl)
-    self._start = jax.jit(functools.partial(talkface.start_generation, self.model,
-                                            num_samples=1, batch_norm=batch_norm),
-                          compiler_options=options)
 
-    def chunk(variables, state, mfcc, key_data, deterministic):
+    def split_rows(state):
+      """Every row axis of ``state`` split over the mesh (the step replicated): the chunk gets
+      the same shardings from ``_start`` as from itself, so it compiles once."""
+      rows, whole = parallel.data_sharded(self.mesh), parallel.replicated(self.mesh)
+      return jax.tree.map(
+          lambda x: jax.lax.with_sharding_constraint(x, rows if x.ndim else whole), state)
+
+    def start(variables, frame0, audio_inputs):
+      return split_rows(talkface.start_generation(self.model, variables, frame0, 1, batch_norm,
+                                                  audio_inputs))
+
+    self._start = jax.jit(start, static_argnames="audio_inputs", compiler_options=options)
+
+    def chunk(variables, state, mfcc, audio_index, key_data, deterministic):
       self.num_traces += 1  # Runs only while tracing.
       state, frames = talkface.generate_chunk(
           self.model, variables, state, mfcc, jax.random.wrap_key_data(key_data),
-          batch_norm=batch_norm, deterministic=deterministic)
-      return state, jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
+          batch_norm=batch_norm, deterministic=deterministic, audio_index=audio_index)
+      return split_rows(state), jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
 
     self._chunk = jax.jit(chunk, static_argnames="deterministic", compiler_options=options)
 
@@ -269,10 +281,8 @@ class Generator:
       raise ValueError(f"frame0 {frame0.shape} and mfcc {mfcc.shape}: need B aligned "
                        f"{self.resolution}x{self.resolution} faces and B sequences of T >= 1 "
                        "windows")
-    rows_frame0 = np.repeat(frame0, num_samples, axis=0)
-    rows_mfcc = np.repeat(mfcc, num_samples, axis=0)
     row_keys = self._row_key_data(key, batch, num_samples)
-    pieces = list(self._generate_rows(rows_frame0, rows_mfcc, row_keys, deterministic))
+    pieces = list(self._generate_rows(frame0, mfcc, num_samples, row_keys, deterministic))
     videos = np.concatenate(pieces, axis=1)
     return videos.reshape(batch, num_samples, *videos.shape[1:])
 
@@ -342,30 +352,48 @@ class Generator:
         input_key, k))(jnp.arange(num_samples)))(talkface.input_keys(key, batch))
     return np.asarray(jax.random.key_data(row_keys.reshape(-1)))
 
+  def _padded(self, rows: int) -> int:
+    """``rows`` rounded up to a multiple of the mesh's device count."""
+    devices = self.mesh.devices.size
+    return math.ceil(rows / devices) * devices
+
   def _shard_rows(self, x: np.ndarray) -> jax.Array:
     """Host rows [R, ...] split over the mesh's devices, padded to a multiple of the device
     count with copies of row 0 (crop the outputs back to R)."""
-    padded = math.ceil(len(x) / self.mesh.devices.size) * self.mesh.devices.size
+    padded = self._padded(len(x))
     if padded > len(x):
       x = np.concatenate([x, np.repeat(x[:1], padded - len(x), axis=0)])
     return parallel.shard_rows(x, self.mesh)
 
-  def _generate_rows(self, frame0: np.ndarray, mfcc: np.ndarray, key_data: np.ndarray,
-                     deterministic: bool) -> Iterator[np.ndarray]:
-    """Yields uint8 [R, C, S, S, 3] pieces of R rows' videos: frame 0, then chunk by chunk."""
-    rows = len(frame0)
-    state = self._start(self.variables, self._shard_rows(frame0.astype(np.float32) / 255.0))
+  def _generate_rows(self, frame0: np.ndarray, mfcc: np.ndarray, num_samples: int,
+                     key_data: np.ndarray, deterministic: bool) -> Iterator[np.ndarray]:
+    """Yields uint8 [B * K, C, S, S, 3] pieces of the videos of rows (b, k) (row b * K + k):
+    frame 0, then chunk by chunk.
+
+    Args:
+      frame0: uint8 [B, S, S, 3].
+      mfcc: [B, T, 28, 12]: not repeated for the K rows; each input's audio is encoded (and
+        with the audio prior, its prior run) once per chunk, for its K rows.
+      num_samples: K.
+      key_data: [B * K, 2] (``_row_key_data``).
+    """
+    batch = len(frame0)
+    rows = batch * num_samples
+    state = self._start(self.variables, self._shard_rows(
+        np.repeat(frame0, num_samples, axis=0).astype(np.float32) / 255.0),
+                        audio_inputs=self._padded(batch))
+    audio_index = self._shard_rows(np.repeat(np.arange(batch, dtype=np.int32), num_samples))
     keys = self._shard_rows(key_data)
-    yield frame0[:, None]
+    yield np.repeat(frame0[:, None], num_samples, axis=0)
     num_frames = mfcc.shape[1]
     for start in range(1, num_frames, self.chunk_frames):
       windows = mfcc[:, start:start + self.chunk_frames]
       valid = windows.shape[1]
       if valid < self.chunk_frames:
         windows = np.concatenate([windows, np.zeros(
-            (rows, self.chunk_frames - valid, *windows.shape[2:]), np.float32)], axis=1)
-      state, frames = self._chunk(self.variables, state, self._shard_rows(windows), keys,
-                                  deterministic=deterministic)
+            (batch, self.chunk_frames - valid, *windows.shape[2:]), np.float32)], axis=1)
+      state, frames = self._chunk(self.variables, state, self._shard_rows(windows),
+                                  audio_index, keys, deterministic=deterministic)
       yield parallel.to_host(frames)[:rows, :valid]
 
   # -- outputs --------------------------------------------------------------------------------
@@ -412,8 +440,7 @@ class Generator:
     frame0 = self.prepare_face(face, face_index)
     speech = self.prepare_speech(audio)
     key_data = self._row_key_data(jax.random.key(seed), 1, num_samples)
-    pieces = self._generate_rows(np.repeat(frame0[None], num_samples, axis=0),
-                                 np.repeat(speech.mfcc[None], num_samples, axis=0), key_data,
+    pieces = self._generate_rows(frame0[None], speech.mfcc[None], num_samples, key_data,
                                  deterministic=False)
     if jax.process_index() != 0:  # Generation is collective; process 0 writes.
       for _ in pieces:

@@ -1,6 +1,8 @@
 """Inference and sampling: the Python API, chunked generation, user files in, videos out, errors
 that leave nothing behind."""
 
+import copy
+import functools
 import json
 import logging
 import os
@@ -113,8 +115,26 @@ def _leftovers(folder):
 # -------------------------------------------------------------------------------------------------
 
 
-def test_chunked_generation_equals_one_call(tiny):
-  config, model, variables = tiny
+@pytest.fixture(scope="module")
+def tiny_learned():
+  """(config, model, variables) of a freshly initialised tiny model with the learned prior."""
+  config = _tiny_config()
+  config.model.prior = "learned"
+  model = talkface.build_model(config.model)
+  return config, model, jax.jit(functools.partial(talkface.init_variables, model))(
+      jax.random.key(0), jax.random.key(1))
+
+
+@pytest.mark.parametrize("prior, deterministic, chunk_sizes", [
+    ("audio", False, (4, 40)), ("audio", True, (4,)), ("learned", False, (4,)),
+    ("learned", True, (4,))])
+def test_chunked_generation_equals_one_call(tiny, tiny_learned, prior, deterministic,
+                                            chunk_sizes):
+  """The Generator's videos equal one ``talkface.generate`` call on the B * K rows, each with
+  its own copy of the input's audio: encoding the audio (and running the audio prior) once
+  per input for its K rows changes nothing."""
+  config, model, variables = tiny if prior == "audio" else tiny_learned
+  assert model.prior == prior
   rng = np.random.default_rng(0)
   frame0 = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
   mfcc = rng.normal(size=(2, 19, 28, 12)).astype(np.float32)
@@ -124,19 +144,22 @@ def test_chunked_generation_equals_one_call(tiny):
       jax.random.fold_in(key, b), k))(np.arange(3)))(np.arange(2)).reshape(-1)
   whole = np.asarray(talkface.generate(
       model, variables, np.repeat(frame0, 3, axis=0).astype(np.float32) / 255.0,
-      np.repeat(mfcc, 3, axis=0), row_keys, num_samples=1)).reshape(2, 3, 19, 64, 64, 3)
-  assert np.abs(whole[:, 0, 1:] - whole[:, 1, 1:]).max() > 0  # The K samples differ.
+      np.repeat(mfcc, 3, axis=0), row_keys, num_samples=1,
+      deterministic=deterministic)).reshape(2, 3, 19, 64, 64, 3)
+  differ = np.abs(whole[:, 0, 1:] - whole[:, 1, 1:]).max()
+  assert (differ > 0) != deterministic, differ  # The K samples differ unless deterministic.
   expected = np.clip(np.round(whole * 255.0), 0, 255).astype(np.uint8)
   expected[:, :, 0] = frame0[:, None]
-  for chunk_frames in (4, 40):  # 5 chunks, the last one padded; one padded chunk.
-    config = _tiny_config()
+  for chunk_frames in chunk_sizes:  # 5 chunks, the last one padded; one padded chunk.
+    config = copy.deepcopy(config)
     config.sample.chunk_frames = chunk_frames
     generator = inference.Generator(config, variables)
-    chunked = generator.generate_aligned(frame0, mfcc, 3, key)
+    chunked = generator.generate_aligned(frame0, mfcc, 3, key, deterministic)
     assert chunked.dtype == np.uint8 and chunked.shape == expected.shape
     # Rounding to uint8 may flip a value sitting at a half step: at most one level.
     assert np.abs(chunked.astype(int) - expected).max() <= 1, f"chunk {chunk_frames}"
-    assert generator.num_traces == 1
+    generator.generate_aligned(frame0[::-1], mfcc[::-1], 3, key, deterministic)
+    assert generator.num_traces == 1  # One per (inputs, samples, frame size).
 
 
 def test_reconstruction_is_the_teacher_forced_posterior_mean_pass(tiny, generator):
@@ -182,9 +205,10 @@ def test_one_minute_of_audio_runs_in_fixed_chunks(tiny, tmp_path, monkeypatch):
   shapes = []
   chunk_fn = generator._chunk  # pylint: disable=protected-access
 
-  def recording_chunk(variables, state, windows, key_data, deterministic):
+  def recording_chunk(variables, state, windows, audio_index, key_data, deterministic):
     shapes.append(windows.shape)
-    return chunk_fn(variables, state, windows, key_data, deterministic=deterministic)
+    return chunk_fn(variables, state, windows, audio_index, key_data,
+                    deterministic=deterministic)
 
   monkeypatch.setattr(generator, "_chunk", recording_chunk)
   face = np.full((1, 64, 64, 3), 128, np.uint8)

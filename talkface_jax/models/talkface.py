@@ -294,17 +294,24 @@ class GenerationState:
   """Everything carried across chunk borders of one generation."""
   context: list[jax.Array]  # Identity skip contributions of the B inputs.
   prev_frames: jax.Array  # [B, K, H, W, 3], last frame of each sample.
-  prior_carry: Any  # Prior LSTM state of the B inputs (B * K samples for prior='learned').
+  # Prior LSTM state of the B inputs (of the N audio inputs with generate_chunk's
+  # audio_index; of the B * K samples for prior='learned').
+  prior_carry: Any
   predictor_carry: Any  # Predictor LSTM state of the B * K samples.
   step: jax.Array  # Index of the next frame (frame 0 is the identity frame).
   noise: jax.Array  # [B, K, z_dim], the last frame's noise eps (for latent_correlation).
 
 
 def start_generation(model: TalkFace, variables, frame0: jax.Array, num_samples: int,
-                     batch_norm: str = "running") -> GenerationState:
-  """The state before frame 1: frame0 [B, H, W, 3] repeated for K samples, zero LSTM states."""
+                     batch_norm: str = "running", audio_inputs: int | None = None
+                     ) -> GenerationState:
+  """The state before frame 1: frame0 [B, H, W, 3] repeated for K samples, zero LSTM states.
+
+  ``audio_inputs``: N, the audio inputs of ``generate_chunk``'s ``audio_index`` (None: B, one
+  per input); the audio prior's state has one row per audio input.
+  """
   b = frame0.shape[0]
-  prior_batch = b * num_samples if model.prior == "learned" else b
+  prior_batch = b * num_samples if model.prior == "learned" else (audio_inputs or b)
   context = _apply(model, variables, batch_norm, frame0, method=TalkFace.identity_context)
   prev = jnp.broadcast_to(frame0[:, None], (b, num_samples, *frame0.shape[1:]))
   return GenerationState(
@@ -318,8 +325,15 @@ def start_generation(model: TalkFace, variables, frame0: jax.Array, num_samples:
 
 
 def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.Array,
-                   key: jax.Array, batch_norm: str = "running", deterministic: bool = False):
+                   key: jax.Array, batch_norm: str = "running", deterministic: bool = False,
+                   audio_index: jax.Array | None = None):
   """Generates the frames of the next C windows.
+
+  The audio encoder and the audio prior are deterministic: inputs that hear the same audio
+  (``inference.Generator``'s K sample rows of one input) can share one audio input, whose
+  codes, prior means and variances are computed once (``audio_index``). With
+  ``batch_norm='batch'`` the audio encoder's statistics are then those of the N audio inputs'
+  windows, which equal those of B rows that repeat each of them equally often.
 
   The noise of input b at frame t is drawn from ``fold_in(keys[b], t)``: a generation split
   into chunks draws exactly the same latents as one in a single call, and an input draws the
@@ -329,11 +343,14 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     model: the model.
     variables: {'params', 'batch_stats'}.
     state: from ``start_generation`` or a previous chunk.
-    mfcc: [B, C, 28, 12], the windows of frames state.step .. state.step + C - 1.
+    mfcc: [B, C, 28, 12], the windows of frames state.step .. state.step + C - 1; with
+      ``audio_index``, [N, C, 28, 12] of the N audio inputs.
     key: PRNG key of this generation (the same for every chunk): one key, from which input
       b's key is ``fold_in(key, b)``, or a [B] array of keys, one per input.
     batch_norm: 'running' (running averages) or 'batch' (statistics of the generated batch).
     deterministic: use the prior's mean instead of a draw (the deterministic baseline).
+    audio_index: [B] ints in [0, N): input b hears audio input ``audio_index[b]`` (the state
+      from ``start_generation(..., audio_inputs=N)``); None: input b hears ``mfcc[b]``.
 
   Returns:
     (new state, frames [B, K, C, H, W, 3] in [0, 1]).
@@ -350,6 +367,8 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     prior_carry, mu, logvar, audio = _apply(model, variables, batch_norm, mfcc,
                                             state.prior_carry, method=TalkFace.prior_chunk)
     xs = (mu, logvar, audio)  # [B, C, z] twice, [B, C, audio_dim]
+  if audio_index is not None:  # Input b gets the outputs of audio input audio_index[b].
+    xs = jax.tree.map(lambda x: jnp.take(x, audio_index, axis=0), xs)
 
   def step(carry, inputs):
     prev_frames, prev_eps, prior_c, predictor_carry = carry
