@@ -6,6 +6,16 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# With the bench extra's torch from PyPI (its CUDA build), torch.utils.flop_counter imports
+# triton, and importing triton after TensorFlow is loaded crashes the process (segmentation
+# fault; measured with tensorflow-cpu 2.21 and torch 2.14.1 / triton: the other order works).
+# Test modules import TensorFlow long before tests/test_bench_torch_peer.py imports the
+# counter, so triton, where installed, is loaded first, here. Nothing else needs it.
+try:
+  import triton  # pylint: disable=unused-import,g-import-not-at-top
+except ImportError:
+  pass
+
 # Dozens of tests, and the `run_experiment.py` runs that the slow ones start, compile the same
 # tiny model's functions; compiling them is most of a test's time on 2 CPU cores. JAX's
 # persistent cache (keyed by the computation, the compile options, the device count and the
