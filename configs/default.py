@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.eval_split = "test"
   config.data.seq_len = 75  # Frames per training sequence (a random window of each clip).
   config.data.shuffle_buffer = 256  # Examples held by the shuffle buffer, per process.
+  # MFCC normalisation per clip: 'none' (the paper's features) or 'clip' (per-utterance
+  # cepstral mean and variance normalisation, data_prep.audio.normalize_windows): the audio
+  # encoder hears speech rather than one voice's or microphone's colouring.
+  config.data.audio_norm = "none"
   config.data.prefetch = 2  # Batches prefetched by tf.data, per process.
   # Global batches kept transferred to the devices ahead of the train step (1: none ahead).
   config.data.device_prefetch = 2

@@ -293,3 +293,41 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray
   starts = ROWS_PER_FRAME * np.arange(max(count, 0))
   index = starts[:, None] + np.arange(schema.MFCC_WINDOW_ROWS)[None, :]
   return coefficients[index].astype(np.float32)
+
+
+AUDIO_NORMS = ("none", "clip")  # Values of ``config.data.audio_norm``.
+_MIN_STD = 1e-2  # Floor of a coefficient's spread: silence (all rows equal) stays all zero.
+
+
+def check_audio_norm(norm: str) -> str:
+  """``norm`` if it is one of ``AUDIO_NORMS``; else a UserError naming the config key."""
+  if norm not in AUDIO_NORMS:
+    raise UserError(f"data.audio_norm={norm!r}: expected one of {AUDIO_NORMS}")
+  return norm
+
+
+def normalize_windows(windows: np.ndarray, norm: str) -> np.ndarray:
+  """A clip's MFCC windows as the model hears them under ``config.data.audio_norm``.
+
+  'none' returns them as they are (the paper's features). 'clip' is per-utterance cepstral
+  mean and variance normalisation: every coefficient gets zero mean and unit spread over the
+  clip's MFCC rows (each row counted once: the first 4 rows of every window and the last
+  window's other 24). A speaker's or a channel's stationary colouring is an offset of the
+  cepstra, so the audio encoder hears the speech rather than the voice or the microphone; the
+  statistics are the whole clip's (or recording's), the same in training and generation.
+
+  Args:
+    windows: float32 [T, 28, 12] (``mfcc_windows``).
+    norm: one of ``AUDIO_NORMS``.
+
+  Returns:
+    float32 [T, 28, 12].
+  """
+  windows = np.asarray(windows, np.float32)
+  if check_audio_norm(norm) == "none" or len(windows) == 0:
+    return windows
+  rows = np.concatenate([windows[:, :ROWS_PER_FRAME].reshape(-1, windows.shape[-1]),
+                         windows[-1, ROWS_PER_FRAME:]])
+  mean = rows.mean(axis=0, dtype=np.float64)
+  std = np.maximum(rows.std(axis=0, dtype=np.float64), _MIN_STD)
+  return ((windows - mean) / std).astype(np.float32)

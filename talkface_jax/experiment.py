@@ -143,7 +143,8 @@ def format_summary(results: dict, workdir: str) -> str:
       figures = ev[kind]
       lines.append(f"  {kind} speakers ({figures['num_clips']} clips): ssim best of K "
                    f"{_fmt(figures['ssim_best_of_k'])}, lip sync r "
-                   f"{_fmt(figures['lipsync_r_mean_of_k'])}, identity median "
+                   f"{_fmt(figures['lipsync_r_mean_of_k'])} (worst clip "
+                   f"{_fmt(figures.get('lipsync_r_worst_clip'))}), identity median "
                    f"{_fmt(figures.get('identity_distance_median'))}")
   for name in ("diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth",
                "agreement_eyes"):

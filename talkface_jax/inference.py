@@ -104,7 +104,7 @@ def align_face(face, aligner: face_prep.FaceAligner, face_index: int = 0) -> np.
   return photo.align_photo(np.ascontiguousarray(image), aligner, face_index, name="face array")
 
 
-def prepare_speech(audio) -> Speech:
+def prepare_speech(audio, audio_norm: str = "none") -> Speech:
   """Speech of any file, rate and channel count, as the model hears it.
 
   The video gets ``round(duration * 25)`` frames; the waveform is zero-padded or trimmed by
@@ -113,6 +113,8 @@ def prepare_speech(audio) -> Speech:
   Args:
     audio: a path (wav, mp3, ogg, flac, m4a, or a video with an audio track), or a pair
       ``(samples, sample_rate)`` with samples [S] or [S, channels], float in [-1, 1] or int16.
+    audio_norm: the model's ``config.data.audio_norm`` (``data_prep.audio.normalize_windows``:
+      the recording's own statistics).
 
   Raises:
     UserError: the file is missing, empty, unreadable, has no audio stream, or lasts less
@@ -121,12 +123,14 @@ def prepare_speech(audio) -> Speech:
   if isinstance(audio, Speech):
     return audio
   if isinstance(audio, (str, os.PathLike)):
-    return Speech(*audio_prep.load_speech(os.fspath(audio)))
-  try:
-    samples, rate = audio
-  except (TypeError, ValueError) as e:
-    raise errors.UserError("audio: expected a path or a (samples, sample_rate) pair") from e
-  return Speech(*audio_prep.speech_features(np.asarray(samples), "audio array", int(rate)))
+    samples, mfcc = audio_prep.load_speech(os.fspath(audio))
+  else:
+    try:
+      samples, rate = audio
+    except (TypeError, ValueError) as e:
+      raise errors.UserError("audio: expected a path or a (samples, sample_rate) pair") from e
+    samples, mfcc = audio_prep.speech_features(np.asarray(samples), "audio array", int(rate))
+  return Speech(samples, audio_prep.normalize_windows(mfcc, audio_norm))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -229,9 +233,9 @@ class Generator:
       self._aligner = face_prep.FaceAligner(align_config(self.config))
     return align_face(face, self._aligner, face_index)
 
-  @staticmethod
-  def prepare_speech(audio) -> Speech:
-    return prepare_speech(audio)
+  def prepare_speech(self, audio) -> Speech:
+    """``prepare_speech`` with this model's ``data.audio_norm``."""
+    return prepare_speech(audio, self.config.data.get("audio_norm", "none"))
 
   # -- generation -----------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Each process reads its own even slice of the split (``tfds.split_for_jax_process
 numpy batches of ``global_batch / process_count`` sequences:
 
 * ``frames``: uint8 [b, L, H, W, 3] (converted to float on the device, which keeps the host to
-  device copy 4x smaller), ``mfcc``: float32 [b, L, 28, 12]; L = ``config.data.seq_len``.
+  device copy 4x smaller), ``mfcc``: float32 [b, L, 28, 12]; L = ``config.data.seq_len``;
+  normalised per clip as ``config.data.audio_norm`` says (``data_prep.audio.normalize_windows``:
+  here, in ``load_clips`` and in ``inference.prepare_speech``, every path into the model).
 
 Training order is a pure function of (seed, epoch, position): every epoch shuffles its files
 and examples with seeds derived from ``(config.seed, epoch)`` and crops each clip at an offset
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_prep import audio as audio_prep
 from data_prep import fileio
 from data_prep import schema
 import talkface_jax.errors as errors
@@ -82,6 +85,11 @@ def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def audio_norm(config: ml_collections.ConfigDict) -> str:
+  """``config.data.audio_norm``, checked ('none' for configs written before the key existed)."""
+  return audio_prep.check_audio_norm(config.data.get("audio_norm", "none"))
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % (2**31 - 1))
 
@@ -93,6 +101,7 @@ class InputPipeline:
     self.config = config
     self.local_batch_size = local_batch_size
     self.seq_len = config.data.seq_len
+    audio_norm(config)  # A clear error for an unknown value before anything is read.
     self.builder = load_builder(config)
     self.check_split(config.data.train_split)
 
@@ -116,12 +125,17 @@ class InputPipeline:
 
   def _crop_and_decode(self, example, offset):
     length = self.seq_len
+    mfcc = example["mfcc"]
+    norm = audio_norm(self.config)
+    if norm != "none":  # The whole clip's statistics, before the crop.
+      mfcc = tf.numpy_function(lambda m: audio_prep.normalize_windows(m, norm), [mfcc],
+                               tf.float32, stateful=False)
     png = example["frames"][offset:offset + length]
     frames = tf.map_fn(lambda x: tf.io.decode_png(x, channels=3), png,
                        fn_output_signature=tf.uint8)
     res = self.config.model.resolution
     return {"frames": tf.ensure_shape(frames, (length, res, res, 3)),
-            "mfcc": tf.ensure_shape(example["mfcc"][offset:offset + length],
+            "mfcc": tf.ensure_shape(mfcc[offset:offset + length],
                                     (length, schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS))}
 
   def _long_enough(self, example) -> tf.Tensor:
@@ -238,5 +252,6 @@ def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
     if index in chosen:
       example["clip_id"] = example["clip_id"].decode()
       example["speaker"] = example["speaker"].decode()
+      example["mfcc"] = audio_prep.normalize_windows(example["mfcc"], audio_norm(config))
       clips.append(example)
   return clips

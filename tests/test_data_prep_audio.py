@@ -151,3 +151,34 @@ def test_load_audio_from_video_container_and_missing_stream(tmp_path):
   garbage.write_bytes(os.urandom(3000))
   with pytest.raises(audio.AudioError):
     audio.load_audio(str(garbage))
+
+
+def test_clip_normalisation_equals_normalising_the_rows_before_windowing():
+  """Per-utterance CMVN of the windows (each MFCC row counted once) = windows of the CMVN'd
+  rows, computed here independently from the row matrix."""
+  rng = np.random.default_rng(0)
+  samples = (0.3 * rng.standard_normal(12 * 640)).astype(np.float32)
+  rows = audio.mfcc(np.pad(samples.astype(np.float64), audio.PAD_SAMPLES))[:, 1:]
+  normalised_rows = (rows - rows.mean(axis=0)) / rows.std(axis=0)
+  expected = np.stack([normalised_rows[4 * t:4 * t + 28] for t in range(12)])
+  windows = audio.mfcc_windows(samples, 12)
+  np.testing.assert_allclose(audio.normalize_windows(windows, "clip"), expected, atol=2e-5)
+  np.testing.assert_array_equal(audio.normalize_windows(windows, "none"), windows)
+
+
+def test_clip_normalisation_removes_a_stationary_colouring_and_keeps_silence_zero():
+  """A channel or voice colouring is an additive cepstral offset (and a scale); 'clip' takes
+  it out exactly. Silence (every row equal) stays zero instead of dividing by zero."""
+  windows = audio.mfcc_windows(fixtures_raw.tone(0.48), 12)
+  offset = np.linspace(-3.0, 5.0, 12, dtype=np.float32)
+  coloured = 1.7 * windows + offset
+  np.testing.assert_allclose(audio.normalize_windows(coloured, "clip"),
+                             audio.normalize_windows(windows, "clip"), atol=1e-4)
+  assert not np.allclose(audio.normalize_windows(coloured, "none"), windows)
+  silence = audio.normalize_windows(audio.mfcc_windows(np.zeros(5 * 640, np.int16), 5), "clip")
+  assert silence.shape == (5, 28, 12) and np.abs(silence).max() < 1e-6
+
+
+def test_unknown_audio_norm_is_a_user_error():
+  with pytest.raises(audio.UserError, match="data.audio_norm='cmvn'"):
+    audio.normalize_windows(np.zeros((2, 28, 12), np.float32), "cmvn")

@@ -124,12 +124,21 @@ def test_summarize_mean_best_and_undefined_correlations():
   assert results["diversity_mouth"] == pytest.approx(0.3)
   assert results["deterministic_ssim"] == pytest.approx(0.65)
   assert results["deterministic_lipsync_r"] == pytest.approx(0.4)
+  assert results["lipsync_r_worst_clip"] == pytest.approx(0.2)  # The one clip with an r.
+  # The worst clip is the one whose K samples follow the mouth least on average.
+  stochastic = [clip([0.5] * 2, [20.0] * 2, [1.0] * 2, [0.5, 0.9]),
+                clip([0.5] * 2, [20.0] * 2, [1.0] * 2, [0.1, 0.5]),
+                clip([0.5] * 2, [20.0] * 2, [1.0] * 2, [0.4, math.nan])]
+  results = evaluation.summarize(stochastic, deterministic)
+  assert results["lipsync_r_worst_clip"] == pytest.approx(0.3)
+  assert results["lipsync_r_best_of_k"] == pytest.approx((0.9 + 0.5 + 0.4) / 3)
 
 
 _FIELDS = {
     "step", "split", "seed", "num_clips", "num_samples", "frames_scored", "clip_ids", "skipped",
     "ssim_mean_of_k", "ssim_best_of_k", "psnr_mean_of_k", "psnr_best_of_k", "lmd_mean_of_k",
     "lmd_best_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k", "lipsync_r_defined",
+    "lipsync_r_worst_clip",
     "diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth", "agreement_eyes",
     "deterministic_ssim", "deterministic_psnr", "deterministic_lmd", "deterministic_lipsync_r",
     "still_frame_ssim", "still_frame_psnr", "mse_eyes_mean_of_k", "mse_eyes_best_of_k",
@@ -262,7 +271,8 @@ from talkface_jax import evaluation, inference
 generator = inference.load({workdir!r})
 scores = evaluation.evaluate_clips(generator, evaluation.input_pipeline.load_clips(
     generator.config, "test", 2, seed=0))
-print("RESULT" + json.dumps({{k: v for k, v in scores.items() if isinstance(v, float)}}))
+scores = {{k: v for k, v in scores.items() if isinstance(v, float)}}
+print("RESULT" + json.dumps({{**scores, "traces": generator.num_traces}}))
 """
 
 
@@ -279,6 +289,9 @@ def test_eval_on_eight_devices_equals_one(trained):
     line = [l for l in run.stdout.splitlines() if l.startswith("RESULT")][-1]
     results[devices] = json.loads(line[len("RESULT"):])
   assert results[1].keys() == results[8].keys() and "ssim_best_of_k" in results[1]
+  # The generation chunk compiles as often on 8 devices as on 1 (once per batch shape and
+  # deterministic flag): its state's shardings must not change between chunks.
+  assert results[8].pop("traces") == results[1].pop("traces")
   for name, value in results[1].items():
     # 2 clips x K = 2 samples = 4 rows padded to 8 and split over 8 devices: the same rows,
     # the same keys; float32 convolutions of other batch sizes may differ in the last bits.

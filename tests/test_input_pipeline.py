@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import grid
+from data_prep import audio as audio_prep
 from talkface_jax import input_pipeline
 from tests import shard_fixtures
 
@@ -104,6 +105,26 @@ def test_load_clips_returns_whole_clips(dataset):
   np.testing.assert_array_equal(clips[0]["audio"], splits["test"][0]["audio"])
   seeded = input_pipeline.load_clips(config, "test", 2, seed=3)
   assert len(seeded) == 2
+
+
+def test_clip_audio_norm_reaches_training_eval_and_whole_clips(dataset):
+  """With data.audio_norm='clip' every path into the model gets the whole clip's normalised
+  windows (statistics of the clip, not of the training window)."""
+  config, splits = dataset
+  config = config.copy_and_resolve_references()
+  config.data.audio_norm = "clip"
+  normalised = {split: [{**c, "mfcc": audio_prep.normalize_windows(c["mfcc"], "clip")}
+                        for c in clips] for split, clips in splits.items()}
+  pipeline = input_pipeline.InputPipeline(config, local_batch_size=2)
+  for batch, _ in itertools.islice(pipeline.train_batches(), 3):
+    _find_window(batch["frames"], batch["mfcc"], normalised["train"])
+  batch = next(pipeline.eval_batches(num_batches=1, local_batch_size=2))
+  _find_window(batch["frames"], batch["mfcc"], normalised["test"])
+  clip = input_pipeline.load_clips(config, "test", 1)[0]
+  np.testing.assert_array_equal(clip["mfcc"], normalised["test"][0]["mfcc"])
+  config.data.audio_norm = "cmvn"
+  with pytest.raises(ValueError, match="data.audio_norm"):
+    input_pipeline.InputPipeline(config, 2)
 
 
 def test_missing_data_says_where_and_how_to_build(tmp_path):

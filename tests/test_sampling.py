@@ -18,6 +18,7 @@ import scipy.io.wavfile
 import skimage.data
 
 from configs import grid
+from data_prep import audio as audio_prep
 import talkface_jax
 from talkface_jax import checkpointing, errors, experiment, inference, input_pipeline, media
 from talkface_jax import parallel, sampling, train
@@ -252,6 +253,11 @@ def test_load_speech_any_rate_and_stereo(files):
   silent_audio, silent_mfcc = silent.samples, silent.mfcc
   assert silent_mfcc.shape == (13, 28, 12) and np.isfinite(silent_mfcc).all()
   assert not silent_audio.any()
+  # A model trained with data.audio_norm='clip' hears the recording's own normalised windows.
+  normalised = inference.prepare_speech(files["speech.wav"], "clip")
+  np.testing.assert_array_equal(normalised.samples, audio)
+  np.testing.assert_array_equal(normalised.mfcc, audio_prep.normalize_windows(mfcc, "clip"))
+  assert not np.allclose(normalised.mfcc, mfcc)
 
 
 @pytest.mark.parametrize("name, pattern", [
