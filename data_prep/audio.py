@@ -306,6 +306,12 @@ def check_audio_norm(norm: str) -> str:
   return norm
 
 
+def audio_norm(config) -> str:
+  """A run config's ``data.audio_norm``, checked ('none' for configs written before the key
+  existed)."""
+  return check_audio_norm(config.data.get("audio_norm", "none"))
+
+
 def normalize_windows(windows: np.ndarray, norm: str) -> np.ndarray:
   """A clip's MFCC windows as the model hears them under ``config.data.audio_norm``.
 

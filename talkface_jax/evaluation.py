@@ -89,9 +89,9 @@ _BETWEEN_SAMPLES = ("diversity", "diversity_eyes", "diversity_mouth", "agreement
 # The kinds of held-out speaker, and the figures ``format_table`` compares between them.
 KINDS = ("seen", "unseen")
 _PER_KIND_ROWS = ("num_clips", "ssim_best_of_k", "ssim_mean_of_k", "psnr_mean_of_k",
-                  "lmd_mean_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k", "lipsync_r_worst_clip",
-                  "still_frame_ssim", "identity_distance_median", "identity_distance_worst_clip",
-                  "identity_under_threshold", "identity_face_found",
+                  "lmd_mean_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k",
+                  "lipsync_r_worst_clip", "still_frame_ssim", "identity_distance_median",
+                  "identity_distance_worst_clip", "identity_under_threshold", "identity_face_found",
                   "truth_identity_distance_median", "truth_identity_under_threshold")
 # Frames per video scored for identity when a stored config predates the setting.
 _IDENTITY_FRAMES_UNSET = 0

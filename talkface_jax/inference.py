@@ -235,7 +235,7 @@ class Generator:
 
   def prepare_speech(self, audio) -> Speech:
     """``prepare_speech`` with this model's ``data.audio_norm``."""
-    return prepare_speech(audio, self.config.data.get("audio_norm", "none"))
+    return prepare_speech(audio, audio_prep.audio_norm(self.config))
 
   # -- generation -----------------------------------------------------------------------------
 

@@ -85,11 +85,6 @@ def load_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def audio_norm(config: ml_collections.ConfigDict) -> str:
-  """``config.data.audio_norm``, checked ('none' for configs written before the key existed)."""
-  return audio_prep.check_audio_norm(config.data.get("audio_norm", "none"))
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % (2**31 - 1))
 
@@ -101,7 +96,7 @@ class InputPipeline:
     self.config = config
     self.local_batch_size = local_batch_size
     self.seq_len = config.data.seq_len
-    audio_norm(config)  # A clear error for an unknown value before anything is read.
+    audio_prep.audio_norm(config)  # A clear error for an unknown value before anything is read.
     self.builder = load_builder(config)
     self.check_split(config.data.train_split)
 
@@ -126,7 +121,7 @@ class InputPipeline:
   def _crop_and_decode(self, example, offset):
     length = self.seq_len
     mfcc = example["mfcc"]
-    norm = audio_norm(self.config)
+    norm = audio_prep.audio_norm(self.config)
     if norm != "none":  # The whole clip's statistics, before the crop.
       mfcc = tf.numpy_function(lambda m: audio_prep.normalize_windows(m, norm), [mfcc],
                                tf.float32, stateful=False)
@@ -252,6 +247,7 @@ def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
     if index in chosen:
       example["clip_id"] = example["clip_id"].decode()
       example["speaker"] = example["speaker"].decode()
-      example["mfcc"] = audio_prep.normalize_windows(example["mfcc"], audio_norm(config))
+      example["mfcc"] = audio_prep.normalize_windows(example["mfcc"],
+                                                     audio_prep.audio_norm(config))
       clips.append(example)
   return clips
