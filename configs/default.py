@@ -98,6 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.adam_b2 = 0.999
   config.optim.sgd_momentum = 0.0  # 0 for plain SGD.
   config.optim.grad_clip_norm = 0.0  # Global-norm clipping; 0 disables (release: none).
+  # Beyond the paper (0 = the release's constant rate): the last fraction of
+  # train.num_steps over which the learning rate falls to 0 along a half cosine.
+  config.optim.decay_fraction = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 5  # Global batch (sequences) over all processes and devices.

@@ -56,6 +56,27 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   return tx
 
 
+def learning_rate_scale(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  """The factor on the learning rate before optimiser step ``step`` (0-based).
+
+  1 throughout by default (the release's constant rate). With ``optim.decay_fraction`` f > 0
+  the rate stays constant for the first (1 - f) of ``train.num_steps`` and then falls to 0
+  along a half cosine over the last f. The train step multiplies the optimiser's updates by
+  this factor: for RMSprop, Adam and SGD the same as a schedule on the learning rate (optax
+  scales by the rate last), with no extra optimiser state, so checkpoints of runs with and
+  without a decay have the same structure and a run resumes with either.
+  """
+  fraction = config.optim.get("decay_fraction", 0.0)
+  if not 0.0 <= fraction <= 1.0:
+    raise errors.UserError(f"optim.decay_fraction={fraction}: use a fraction in [0, 1]")
+  if fraction == 0.0:
+    return jnp.ones((), jnp.float32)
+  total = config.train.num_steps
+  decay_steps = max(1, round(fraction * total))
+  progress = jnp.clip((step - (total - decay_steps)) / decay_steps, 0.0, 1.0)
+  return (0.5 * (1.0 + jnp.cos(jnp.pi * progress))).astype(jnp.float32)
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array  # Completed optimiser steps.
@@ -130,6 +151,8 @@ def train_step(state: TrainState, batch, *, model, tx, config) -> tuple[TrainSta
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  lr_scale = learning_rate_scale(config, state.step)
+  updates = jax.tree.map(lambda u: u * lr_scale, updates)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -138,7 +161,8 @@ def train_step(state: TrainState, batch, *, model, tx, config) -> tuple[TrainSta
                          batch_stats=keep(batch_stats, state.batch_stats),
                          opt_state=keep(opt_state, state.opt_state), rng=state.rng)
   metrics = {k: jnp.mean(v) for k, v in terms.items()}
-  metrics.update(grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32))
+  metrics.update(grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32),
+                 learning_rate=config.optim.learning_rate * lr_scale)
   return new_state, metrics
 
 

@@ -2,10 +2,11 @@
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from configs import grid
-from talkface_jax import checkpointing, parallel, train
+from talkface_jax import checkpointing, errors, parallel, train
 from talkface_jax.models import talkface
 from tests import shard_fixtures
 
@@ -78,6 +79,52 @@ def test_feedback_steps_train_on_the_models_own_frames(compiled_step):
     losses.append(float(metrics["loss"]))
   assert abs(losses[0] - float(forced["loss"])) > 1e-4 * abs(losses[0])
   assert np.isfinite(losses).all() and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_learning_rate_decay_matches_optax_schedules():
+  """optim.decay_fraction: constant, then a half cosine to 0 -- the same factors as optax's
+  own schedules joined at the decay's first step (an independent implementation)."""
+  config = grid.get_config("tiny")
+  config.train.num_steps = 40
+  config.optim.decay_fraction = 0.25
+  reference = optax.join_schedules(
+      [optax.constant_schedule(1.0), optax.cosine_decay_schedule(1.0, decay_steps=10)],
+      boundaries=[30])
+  steps = np.arange(45)
+  ours = np.array([train.learning_rate_scale(config, s) for s in steps])
+  np.testing.assert_allclose(ours, [reference(s) for s in steps], atol=1e-6)
+  assert ours[29] == 1.0 and ours[35] == pytest.approx(0.5) and ours[40] == 0.0
+  config.optim.decay_fraction = 0.0
+  assert float(train.learning_rate_scale(config, 39)) == 1.0
+  config.optim.decay_fraction = 1.5
+  with pytest.raises(errors.UserError, match="decay_fraction"):
+    train.learning_rate_scale(config, 0)
+
+
+def test_a_fully_decayed_step_leaves_the_parameters(compiled_step):
+  """The train step applies the factor: at a step past the decay the rate is 0, so the
+  parameters stay, while the optimiser's moments and the step count move on."""
+  mesh, _, new_state = compiled_step
+  config = grid.get_config("tiny")
+  config.optim.learning_rate = 3e-3
+  config.train.num_steps = 4
+  config.optim.decay_fraction = 0.5
+  model = talkface.build_model(config.model)
+  tx = train.make_optimizer(config)
+  state = new_state()
+  step_fn = train.jit_train_step(config, model, tx, mesh,
+                                 jax.tree.map(lambda x: x.sharding, state))
+  batch = _fixed_batch(mesh)
+  first = jax.tree.leaves(jax.device_get(state.params))
+  state, metrics = step_fn(state, batch)  # Step 0: the full rate (the state is donated).
+  assert float(metrics["learning_rate"]) == pytest.approx(3e-3)
+  assert not all(np.allclose(a, b) for a, b in
+                 zip(first, jax.tree.leaves(jax.device_get(state.params))))
+  state = state.replace(step=state.step + 3)  # Step 4 = num_steps: fully decayed.
+  before = jax.device_get(state.params)
+  after, metrics = step_fn(state, batch)
+  assert float(metrics["learning_rate"]) == 0.0 and int(after.step) == 5
+  jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(after.params))
 
 
 def test_training_loop_stops_loudly_on_non_finite_loss(tmp_path):
