@@ -71,6 +71,12 @@ def get_config() -> ml_collections.ConfigDict:
   # onset) by widening and then hardly ever draws it; a mixture can give the event its own
   # component with the event's probability. The KL is then estimated at the posterior's draw.
   config.model.prior_components = 1
+  # What the frame posterior q_f(z_t | f_1..f_t) sees of each frame: 'frame' (the paper) or
+  # 'upper_face' (beyond the paper): the frame with its rows from the template's mouth box
+  # down replaced by the identity frame's, so z cannot carry the mouth and jaw (the audio's
+  # to decide) and carries what the audio does not decide: blinks, brows, head position.
+  # Costs one more encoder pass over T-1 frames per training step.
+  config.model.posterior_view = "frame"
   # The decoder's last layer: 'direct' (the paper: RGB through a sigmoid) or 'residual' (beyond
   # the paper: added to the identity frame's logits before the sigmoid, zero-initialised, so
   # an untrained model outputs the identity frame and learns only what moves;

@@ -22,6 +22,7 @@ import ml_collections
 
 from data_prep import fileio
 import talkface_jax.errors as errors
+from talkface_jax.models import talkface
 
 CONFIG_FILE = "config.json"
 # Config sections that decide the checkpoint's shapes: they must agree with the stored config,
@@ -97,8 +98,11 @@ def model_differences(a: ml_collections.ConfigDict,
                       b: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Keys of the ``MODEL_SECTIONS`` whose values differ: {key: (a's value, b's value)}, less
   the ``COMPUTE_ONLY_KEYS`` (a model trained in bfloat16 can sample in float32)."""
-  flat_a = _flat({s: _plain(a[s].to_dict()) for s in MODEL_SECTIONS if s in a})
-  flat_b = _flat({s: _plain(b[s].to_dict()) for s in MODEL_SECTIONS if s in b})
+  # A key added to the model after a config was stored means there what the model reads
+  # for it when absent (the paper's choice), so an older workdir still resumes.
+  added = {f"model.{k}": v for k, v in talkface.ADDED_KEYS.items()}
+  flat_a, flat_b = ({**added, **_flat({s: _plain(c[s].to_dict()) for s in MODEL_SECTIONS
+                                      if s in c})} for c in (a, b))
   missing = object()
   return {k: (flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))
           if k not in COMPUTE_ONLY_KEYS and flat_a.get(k, missing) != flat_b.get(k, missing)}

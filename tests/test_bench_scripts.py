@@ -53,7 +53,9 @@ def _demo_metrics(**evaluation):
         "agreement_eyes": 0.355, "mse_eyes_best_of_k": 0.00325, "deterministic_mse_eyes": 0.0035,
         "head_diversity": 0.11, "head_motion_samples": 0.22, "head_motion_truth": 0.19}
   ev.update(evaluation)
-  return {"evaluation": ev, "synthetic_lip_sync": {"sample_r_mean": 0.922, "sample_r_min": 0.874}}
+  return {"evaluation": ev, "synthetic_lip_sync": {
+      "sample_r_mean": 0.922, "sample_r_min": 0.874, "truth_frames_r": 0.778,
+      "per_clip": {"a": {"truth_frames_r": 0.917}, "b": {"truth_frames_r": 0.530}}}}
 
 
 def test_seeds_table_marks_each_target(tmp_path, capsys):
@@ -75,7 +77,9 @@ def test_seeds_table_marks_each_target(tmp_path, capsys):
   lines = text.splitlines()
   assert len(lines) == 5 and "0.278 ok" in lines[2] and "0.7 NO" in lines[3]
   assert "missing" in lines[4]
-  assert lines[2].endswith("| 0.0507 / 0.853 |") and lines[3].endswith("| - / - |")
+  # ... and what the lip-sync measure gives the clips' own ground truth (mean / worst clip).
+  assert lines[2].endswith("| 0.0507 / 0.853 | 0.778 / 0.53 |")
+  assert lines[3].endswith("| - / - | 0.778 / 0.53 |")
   assert len({line.count("|") for line in lines}) == 1
   # --report_only reads finished runs back from <root>/seed<S>_<impl>/metrics.json.
   (tmp_path / "seed0_auto").mkdir()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import grid
+from data_prep import template
 from talkface_jax import losses
 from talkface_jax.models import audio, image, talkface
 
@@ -367,3 +368,43 @@ def test_audio_to_predictor_makes_the_frames_depend_on_the_audio():
       whole = talkface.generate(model, variables, frames[:, 0], mfcc, jax.random.key(7), 2)
       np.testing.assert_allclose(np.concatenate([first, second], axis=2),
                                  np.asarray(whole[:, :, 1:]), atol=1e-5)
+
+
+def _posterior_mu(model, variables, frames, mfcc, prev_frames=None):
+  out = jax.jit(functools.partial(model.apply, train=False))(
+      variables, frames, mfcc, rngs={"latent": jax.random.key(0)}, prev_frames=prev_frames)
+  return np.asarray(out.posterior_mu)
+
+
+def test_upper_face_posterior_does_not_see_the_mouth():
+  """posterior_view='upper_face': changing frames 1..T-1 below the top of the template's
+  mouth box leaves the frame posterior unchanged, changing them above (the eyes) does not;
+  the paper's view sees both. Frame 0 (the identity) stays the true one throughout."""
+  rng = np.random.default_rng(2)
+  frames = jnp.asarray(rng.uniform(size=(2, 5, 64, 64, 3)), jnp.float32)
+  mfcc = jnp.asarray(rng.normal(size=(2, 5, 28, 12)), jnp.float32)
+  cut = template.region_boxes(64)["mouth"][0]
+  assert 32 < cut < 56  # Below the eyes, above the chin.
+  mouth = frames.at[:, 1:, cut:].set(1.0 - frames[:, 1:, cut:])
+  eyes = frames.at[:, 1:, 16:30].set(1.0 - frames[:, 1:, 16:30])
+  for view, sees_mouth in (("upper_face", False), ("frame", True)):
+    model = _tiny_model(bn_momentum=0.0, posterior_view=view)
+    variables = _init_tiny(model, frames, mfcc)
+    base, moved, blinked = (_posterior_mu(model, variables, f, mfcc)
+                            for f in (frames, mouth, eyes))
+    assert (np.abs(base - moved).max() > 1e-4) == sees_mouth, view
+    assert np.abs(base - blinked).max() > 1e-4, view
+    # The predictor's previous frames still are the true ones, mouth included.
+    fed = _posterior_mu(model, variables, frames, mfcc, prev_frames=mouth[:, :-1])
+    np.testing.assert_allclose(fed, base, atol=1e-6)
+  with pytest.raises(ValueError, match="posterior_view='lips'"):
+    _tiny_model(posterior_view="lips")
+
+
+def test_posterior_frames_take_the_lower_rows_from_the_identity_frame():
+  frames = jnp.arange(3)[None, :, None, None, None] * jnp.ones((1, 3, 64, 64, 3))
+  seen = np.asarray(talkface.posterior_frames(frames, "upper_face"))
+  cut = template.region_boxes(64)["mouth"][0]
+  np.testing.assert_array_equal(seen[:, :, :cut], np.asarray(frames[:, 1:, :cut]))
+  np.testing.assert_array_equal(seen[:, :, cut:], 0.0)
+  np.testing.assert_array_equal(talkface.posterior_frames(frames, "frame"), frames[:, 1:])

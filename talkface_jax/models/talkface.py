@@ -12,6 +12,9 @@ Per time step t = 1..T-1 of a clip with identity frame f_0:
   identity frame's skips; with ``audio_to_predictor`` (beyond the paper) over
   ``[Enc_f(f_{t-1}), z_t, Enc_a(a_t)]``, so the audio reaches the frames directly, trained by
   the reconstruction error, and not only through the prior's match of the frame posterior.
+  With ``posterior_view='upper_face'`` (beyond the paper) the frame posterior sees frames
+  whose mouth and jaw are the identity frame's (``posterior_frames``): z carries only what
+  the audio does not decide.
 
 ``__call__`` is the teacher-forced training pass (previous frame = ground truth, z from the
 frame posterior). ``generate`` draws z from the audio prior and feeds each generated frame
@@ -31,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 
 import talkface_jax.errors as errors
+from data_prep import template
 from talkface_jax.models import audio as audio_lib
 from talkface_jax.models import image as image_lib
 from talkface_jax.models import recurrent
@@ -73,6 +77,7 @@ class TalkFace(nn.Module):
   decoder_output: str = "direct"  # 'direct' (paper) or 'residual' on the identity frame.
   audio_to_predictor: bool = False  # The predictor also sees this frame's audio code.
   prior_components: int = 1  # Gaussians in the learned prior's mixture (1: one Gaussian).
+  posterior_view: str = "frame"  # 'frame' (paper) or 'upper_face' (``posterior_frames``).
 
   def setup(self):
     common = dict(bn_momentum=self.bn_momentum, dtype=self.dtype, conv_impl=self.conv_impl)
@@ -108,14 +113,9 @@ class TalkFace(nn.Module):
         frames (``rollout``, ``config.train.feedback``). The posterior, the identity frame
         and the targets stay the true frames.
     """
-    b, t = frames.shape[:2]
-    codes, context = self._encode_clip(frames if prev_frames is None else
-                                       jnp.concatenate([frames, prev_frames], axis=1), train)
-    prev_codes = codes[:, :t - 1] if prev_frames is None else codes[:, t:]
-    codes = codes[:, :t]
-
+    prev_codes, posterior_codes, context = self._encode_clip_views(frames, prev_frames, train)
     audio = self.encode_audio(mfcc[:, 1:], train)
-    z, post_mu, post_logvar = self._posterior_draw(codes[:, 1:], posterior_mean)
+    z, post_mu, post_logvar = self._posterior_draw(posterior_codes, posterior_mean)
     prior_inputs = audio
     if self.prior == "learned":  # The previous frame's code (true, unless prev_frames).
       prior_inputs = jnp.concatenate([audio, prev_codes.astype(audio.dtype)], axis=-1)
@@ -134,6 +134,28 @@ class TalkFace(nn.Module):
     context = self.frame_decoder.identity_context(identity_skips, frames[:, 0])
     return codes.reshape(b, n, -1), context
 
+  def _encode_clip_views(self, frames: jax.Array, prev_frames: jax.Array | None, train: bool):
+    """Encodes, in one batch, what each part of the teacher-forced pass sees of a clip.
+
+    Returns:
+      (codes [B, T-1, g] of the predictor's previous frames: frames[:, :-1], or
+      ``prev_frames``; codes [B, T-1, g] of frames 1..T-1 as the frame posterior sees them
+      (``posterior_view``); the decoder's identity context).
+    """
+    t = frames.shape[1]
+    views = [frames]
+    if prev_frames is not None:
+      views.append(prev_frames)
+    if self.posterior_view != "frame":
+      views.append(posterior_frames(frames, self.posterior_view))
+    codes, context = self._encode_clip(jnp.concatenate(views, axis=1), train)
+    rest = codes[:, t:]
+    prev_codes = codes[:, :t - 1]
+    if prev_frames is not None:
+      prev_codes, rest = rest[:, :t - 1], rest[:, t - 1:]
+    posterior_codes = codes[:, 1:t] if self.posterior_view == "frame" else rest
+    return prev_codes, posterior_codes, context
+
   def _posterior_draw(self, codes: jax.Array, posterior_mean: bool):
     """Frame posterior over codes [B, T-1, g] of frames 1..T-1 -> (z, mu, logvar), z drawn
     with the 'latent' stream (its first use in a pass) unless ``posterior_mean``."""
@@ -147,8 +169,8 @@ class TalkFace(nn.Module):
     """``rollout``'s inputs: the predictor latents of steps 1..T-1 [B, T-1, ...] from the
     frame posterior's draw (the draw ``__call__`` makes with the same 'latent' key) and the
     identity context."""
-    codes, context = self._encode_clip(frames, train)
-    z, _, _ = self._posterior_draw(codes[:, 1:], posterior_mean=False)
+    _, posterior_codes, context = self._encode_clip_views(frames, None, train)
+    z, _, _ = self._posterior_draw(posterior_codes, posterior_mean=False)
     return self.predictor_latent(z, self.encode_audio(mfcc[:, 1:], train)), context
 
   def predictor_latent(self, z: jax.Array, audio: jax.Array) -> jax.Array:
@@ -242,6 +264,32 @@ def mixture_component(logits: jax.Array, choice: jax.Array | None) -> jax.Array:
   return jnp.minimum(jnp.sum(cdf <= choice[..., None], axis=-1), logits.shape[-1] - 1)
 
 
+POSTERIOR_VIEWS = ("frame", "upper_face")
+# ``config.model`` keys added after the first version, each with the value that a config
+# without it (one stored by an earlier run) means: the paper's model. ``build_model`` and
+# ``workdir.model_differences`` read older configs with these.
+ADDED_KEYS = {"decoder_output": "direct", "audio_to_predictor": False, "prior_components": 1,
+              "posterior_view": "frame"}
+
+
+def posterior_frames(frames: jax.Array, view: str) -> jax.Array:
+  """Frames 1..T-1 [B, T-1, H, W, 3] of clips [B, T, H, W, 3] as the frame posterior sees them.
+
+  'frame' (the paper): the frames. 'upper_face' (beyond the paper): every frame's rows from
+  the top of the template's mouth box (``data_prep.template.region_boxes``, frames are
+  aligned to the template) to the bottom replaced by the identity frame's, so z_t cannot
+  carry the mouth and jaw, which the audio decides, while the eyes, brows and the head's
+  position stay visible: the posterior encodes what the audio does not decide.
+  """
+  if view == "frame":
+    return frames[:, 1:]
+  if view != "upper_face":
+    raise ValueError(f"posterior view {view!r}: use one of {POSTERIOR_VIEWS}")
+  cut = template.region_boxes(frames.shape[2])["mouth"][0]
+  lower = jnp.arange(frames.shape[2])[:, None, None] >= cut  # [H, 1, 1]
+  return jnp.where(lower, frames[:, :1], frames[:, 1:])
+
+
 def init_variables(model: TalkFace, params_rng: jax.Array, latent_rng: jax.Array):
   """Fresh {'params', 'batch_stats'} of ``model`` (traced on a 2-frame dummy clip)."""
   res = model.resolution
@@ -258,14 +306,17 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
   prior = model_config.prior
   if prior not in ("audio", "learned"):
     raise errors.UserError(f"model.prior={prior!r}: use audio or learned")
-  # Configs stored by runs that predate the key have the paper's decoder.
-  decoder_output = model_config.get("decoder_output", "direct")
+  decoder_output = model_config.get("decoder_output", ADDED_KEYS["decoder_output"])
   if decoder_output not in ("direct", "residual"):
     raise errors.UserError(f"model.decoder_output={decoder_output!r}: use direct or residual")
   rho = float(model_config.latent_correlation)
   if not 0.0 <= rho < 1.0:
     raise errors.UserError(f"model.latent_correlation={rho}: must be in [0, 1)")
-  components = int(model_config.get("prior_components", 1))
+  posterior_view = model_config.get("posterior_view", ADDED_KEYS["posterior_view"])
+  if posterior_view not in POSTERIOR_VIEWS:
+    raise errors.UserError(f"model.posterior_view={posterior_view!r}: use one of "
+                           f"{', '.join(POSTERIOR_VIEWS)}")
+  components = int(model_config.get("prior_components", ADDED_KEYS["prior_components"]))
   if components < 1 or (components > 1 and prior != "learned"):
     raise errors.UserError(f"model.prior_components={components}: use 1, or more with "
                            "model.prior=learned")
@@ -280,8 +331,9 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
       bn_momentum=model_config.bn_momentum, dtype=jnp.dtype(model_config.dtype),
       conv_impl=model_config.conv_impl, prior=prior, latent_correlation=rho,
       decoder_output=decoder_output,
-      audio_to_predictor=bool(model_config.get("audio_to_predictor", False)),
-      prior_components=components)
+      audio_to_predictor=bool(model_config.get("audio_to_predictor",
+                                               ADDED_KEYS["audio_to_predictor"])),
+      prior_components=components, posterior_view=posterior_view)
 
 
 # -------------------------------------------------------------------------------------------------
