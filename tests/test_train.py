@@ -25,6 +25,19 @@ def compiled_step():
   return mesh, step_fn, lambda: train.create_train_state(config, model, tx, mesh)
 
 
+def _variant_step(mesh, state, overrides: dict):
+  """The jitted train step of the module's config (tiny, rate 3e-3) with ``overrides``
+  ({'section.key': value}) applied; the model and optimiser state are the module's."""
+  config = grid.get_config("tiny")
+  config.optim.learning_rate = 3e-3
+  for name, value in overrides.items():
+    section, key = name.split(".")
+    config[section][key] = value
+  model = talkface.build_model(config.model)
+  return train.jit_train_step(config, model, train.make_optimizer(config), mesh,
+                              jax.tree.map(lambda x: x.sharding, state))
+
+
 def _fixed_batch(mesh, num_frames=6):
   clips = [shard_fixtures.make_clip(i, num_frames, 64) for i in range(4)]
   local = {"frames": np.stack([c["frames"] for c in clips]),
@@ -63,14 +76,8 @@ def test_feedback_steps_train_on_the_models_own_frames(compiled_step):
   differs from teacher forcing's on the same state and batch (frame 1 is predicted from the
   true identity frame either way), and a few steps still reduce it."""
   mesh, teacher_forced, new_state = compiled_step
-  config = grid.get_config("tiny")
-  config.optim.learning_rate = 3e-3
-  config.train.feedback = 1.0
-  model = talkface.build_model(config.model)
-  tx = train.make_optimizer(config)
   state = new_state()
-  step_fn = train.jit_train_step(config, model, tx, mesh,
-                                 jax.tree.map(lambda x: x.sharding, state))
+  step_fn = _variant_step(mesh, state, {"train.feedback": 1.0})
   batch = _fixed_batch(mesh)
   _, forced = teacher_forced(new_state(), batch)
   losses = []
@@ -105,15 +112,8 @@ def test_a_fully_decayed_step_leaves_the_parameters(compiled_step):
   """The train step applies the factor: at a step past the decay the rate is 0, so the
   parameters stay, while the optimiser's moments and the step count move on."""
   mesh, _, new_state = compiled_step
-  config = grid.get_config("tiny")
-  config.optim.learning_rate = 3e-3
-  config.train.num_steps = 4
-  config.optim.decay_fraction = 0.5
-  model = talkface.build_model(config.model)
-  tx = train.make_optimizer(config)
   state = new_state()
-  step_fn = train.jit_train_step(config, model, tx, mesh,
-                                 jax.tree.map(lambda x: x.sharding, state))
+  step_fn = _variant_step(mesh, state, {"train.num_steps": 4, "optim.decay_fraction": 0.5})
   batch = _fixed_batch(mesh)
   first = jax.tree.leaves(jax.device_get(state.params))
   state, metrics = step_fn(state, batch)  # Step 0: the full rate (the state is donated).
