@@ -378,8 +378,8 @@ def _posterior_mu(model, variables, frames, mfcc, prev_frames=None):
 
 def test_upper_face_posterior_does_not_see_the_mouth():
   """posterior_view='upper_face': changing frames 1..T-1 below the top of the template's
-  mouth box leaves the frame posterior unchanged, changing them above (the eyes) does not;
-  the paper's view sees both. Frame 0 (the identity) stays the true one throughout."""
+  mouth box leaves the frame posterior unchanged, changing them above it (the eyes) changes
+  it; the paper's view sees both. Frame 0 (the identity) stays the true one throughout."""
   rng = np.random.default_rng(2)
   frames = jnp.asarray(rng.uniform(size=(2, 5, 64, 64, 3)), jnp.float32)
   mfcc = jnp.asarray(rng.normal(size=(2, 5, 28, 12)), jnp.float32)
