@@ -25,6 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
   # cepstral mean and variance normalisation, data_prep.audio.normalize_windows): the audio
   # encoder hears speech rather than one voice's or microphone's colouring.
   config.data.audio_norm = "none"
+  # Beyond the paper: probability of each training-time audio augmentation (vocal tract
+  # length warp, reverberation, noise; data_prep.audio_augment) of every training clip; 0 =
+  # the paper's clean features. Evaluation and generation never augment.
+  config.data.audio_augment = 0.0
   config.data.prefetch = 2  # Batches prefetched by tf.data, per process.
   # Global batches kept transferred to the devices ahead of the train step (1: none ahead).
   config.data.device_prefetch = 2

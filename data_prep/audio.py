@@ -189,8 +189,12 @@ def fit_to_frames(audio: np.ndarray, num_frames: int) -> tuple[np.ndarray, int]:
 
 
 def mel_filterbank(sample_rate: int, nfft: int = NFFT, num_filters: int = NUM_FILTERS,
-                   low_hz: float = 0.0, high_hz: float | None = None) -> np.ndarray:
+                   low_hz: float = 0.0, high_hz: float | None = None,
+                   warp: float = 1.0) -> np.ndarray:
   """Triangular filters on FFT bins, python_speech_features style (HTK mel, floored bins).
+
+  ``warp`` != 1 moves the filters' edge frequencies by :func:`vtlp_warp` (vocal tract length
+  perturbation, a training augmentation; 1 gives the paper's features).
 
   Returns:
     float64 [num_filters, nfft // 2 + 1].
@@ -198,7 +202,10 @@ def mel_filterbank(sample_rate: int, nfft: int = NFFT, num_filters: int = NUM_FI
   high_hz = sample_rate / 2 if high_hz is None else high_hz
   mel_points = np.linspace(librosa.hz_to_mel(low_hz, htk=True),
                            librosa.hz_to_mel(high_hz, htk=True), num_filters + 2)
-  bins = np.floor((nfft + 1) * librosa.mel_to_hz(mel_points, htk=True) / sample_rate)
+  hz_points = librosa.mel_to_hz(mel_points, htk=True)
+  if warp != 1.0:
+    hz_points = vtlp_warp(hz_points, warp, sample_rate / 2)
+  bins = np.floor((nfft + 1) * hz_points / sample_rate)
   bins = bins.astype(int)
   bank = np.zeros((num_filters, nfft // 2 + 1))
   k = np.arange(nfft // 2 + 1)
@@ -211,12 +218,29 @@ def mel_filterbank(sample_rate: int, nfft: int = NFFT, num_filters: int = NUM_FI
   return bank
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = schema.SAMPLE_RATE) -> np.ndarray:
+def vtlp_warp(hz: np.ndarray, alpha: float, nyquist: float) -> np.ndarray:
+  """Jaitly and Hinton's (2013) vocal tract length warp of frequencies ``hz``.
+
+  Frequencies up to ``VTLP_BOUNDARY_HZ * min(alpha, 1) / alpha`` are scaled by ``alpha``;
+  above, a straight line joins that point to the Nyquist frequency, which stays fixed.
+  """
+  hz = np.asarray(hz, np.float64)
+  boundary = VTLP_BOUNDARY_HZ * min(alpha, 1.0) / alpha
+  above = nyquist - (nyquist - alpha * boundary) / (nyquist - boundary) * (nyquist - hz)
+  return np.where(hz <= boundary, alpha * hz, above)
+
+
+VTLP_BOUNDARY_HZ = 4800.0  # Jaitly and Hinton's F_hi for 16 kHz audio.
+
+
+def mfcc(signal: np.ndarray, sample_rate: int = schema.SAMPLE_RATE,
+         warp: float = 1.0) -> np.ndarray:
   """python_speech_features.mfcc with its defaults (see the module docstring).
 
   Args:
     signal: float [S] waveform (any scale; the release used [-1, 1]).
     sample_rate: Hz.
+    warp: the mel filters' vocal tract length warp (:func:`mel_filterbank`); 1 = none.
 
   Returns:
     float64 [N, 13]: column 0 is the log frame energy, 1-12 the liftered cepstra.
@@ -228,7 +252,7 @@ def mfcc(signal: np.ndarray, sample_rate: int = schema.SAMPLE_RATE) -> np.ndarra
   hop = int(round(HOP_SECONDS * sample_rate))
   length = len(signal)
   num_frames = 1 if length <= frame_length else 1 + int(np.ceil((length - frame_length) / hop))
-  bank = mel_filterbank(sample_rate).T
+  bank = mel_filterbank(sample_rate, warp=warp).T
   # Frames are independent: blocks of them, each pre-emphasised and framed from its own
   # stretch of the signal, bound the memory (a 30-minute recording would need ~2 GB of
   # float64 copies and FFTs at once). The values equal one pass's up to the FFT's last bits
@@ -266,7 +290,8 @@ def _cepstra(frames: np.ndarray, bank: np.ndarray) -> np.ndarray:
   return cepstra
 
 
-def mfcc_windows(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray:
+def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
+                 warp: float = 1.0) -> np.ndarray:
   """One centred 28x12 MFCC window per video frame.
 
   Args:
@@ -274,6 +299,7 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray
       release's librosa.load did). Should be ``num_frames * 640`` samples long
       (:func:`fit_to_frames`).
     num_frames: T; defaults to ``len(audio) // 640``. Checked against the window count.
+    warp: vocal tract length warp of the mel filters (:func:`mfcc`); 1 = none.
 
   Returns:
     float32 [T, 28, 12]: window t holds MFCC rows 4t .. 4t + 27 of the padded signal, centred
@@ -285,7 +311,7 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray
   elif audio.dtype != np.float32:
     audio = audio.astype(np.float64)
   padded = np.pad(audio, PAD_SAMPLES)
-  coefficients = mfcc(padded)[:, 1:]
+  coefficients = mfcc(padded, warp=warp)[:, 1:]
   count = coefficients.shape[0] // ROWS_PER_FRAME - (schema.MFCC_WINDOW_ROWS // ROWS_PER_FRAME - 1)
   if num_frames is not None and count != num_frames:
     raise ValueError(f"{len(audio)} samples give {count} MFCC windows, expected {num_frames}; "

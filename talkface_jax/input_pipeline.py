@@ -7,6 +7,9 @@ numpy batches of ``global_batch / process_count`` sequences:
   device copy 4x smaller), ``mfcc``: float32 [b, L, 28, 12]; L = ``config.data.seq_len``;
   normalised per clip as ``config.data.audio_norm`` says (``data_prep.audio.normalize_windows``:
   here, in ``load_clips`` and in ``inference.prepare_speech``, every path into the model).
+  With ``config.data.audio_augment`` > 0, training clips' windows are recomputed from their
+  stored waveform after ``data_prep.audio_augment`` (warp, reverberation, noise), before the
+  normalisation; evaluation reads the stored windows.
 
 Training order is a pure function of (seed, epoch, position): every epoch shuffles its files
 and examples with seeds derived from ``(config.seed, epoch)`` and crops each clip at an offset
@@ -16,7 +19,10 @@ costs only reading the skipped records. Clips shorter than L are dropped (filter
 position count, so positions stay valid).
 """
 
+import atexit
 import dataclasses
+import functools
+import weakref
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -26,6 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data_prep import audio as audio_prep
+from data_prep import audio_augment
 from data_prep import fileio
 from data_prep import schema
 import talkface_jax.errors as errors
@@ -44,7 +51,28 @@ def _read_guarded(dataset: tf.data.Dataset, data_dir: str) -> Iterator:
 
   tf.data reports a deleted shard as NotFoundError, a truncated or corrupted record as
   DataLossError and an undecodable frame as InvalidArgumentError, each with a long trace.
+  The reader is closed at interpreter exit at the latest (``_close_open_readers``).
   """
+  reader = _read(dataset, data_dir)
+  _OPEN_READERS.add(reader)
+  return reader
+
+
+# Readers not yet closed. A tf.data iterator deleted while its map calls into Python
+# (tf.numpy_function: audio normalisation, augmentation) are in flight waits for them, and
+# during interpreter finalization they can never take the GIL: a process whose training
+# iterator outlived it (an error, a preemption stop, a script that just ends) hung at exit
+# (measured with data.audio_augment = 1). Closing them while Python still runs threads avoids it.
+_OPEN_READERS = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_readers() -> None:
+  for reader in list(_OPEN_READERS):
+    reader.close()
+
+
+def _read(dataset: tf.data.Dataset, data_dir: str) -> Iterator:
   iterator = dataset.as_numpy_iterator()
   while True:
     try:
@@ -97,6 +125,7 @@ class InputPipeline:
     self.local_batch_size = local_batch_size
     self.seq_len = config.data.seq_len
     audio_prep.audio_norm(config)  # A clear error for an unknown value before anything is read.
+    audio_augment.augment_probability(config)
     self.builder = load_builder(config)
     self.check_split(config.data.train_split)
 
@@ -118,9 +147,16 @@ class InputPipeline:
         split=tfds.split_for_jax_process(split), shuffle_files=shuffle_seed is not None,
         read_config=read_config, decoders={"frames": tfds.decode.SkipDecoding()})
 
-  def _crop_and_decode(self, example, offset):
+  def _crop_and_decode(self, example, offset, augment_seed=None):
+    """The window of L frames at ``offset``; with ``augment_seed`` ([2] int64) and
+    ``data.audio_augment`` > 0, its MFCC from the clip's augmented waveform."""
     length = self.seq_len
     mfcc = example["mfcc"]
+    augment = audio_augment.augment_probability(self.config)
+    if augment_seed is not None and augment > 0:
+      mfcc = tf.numpy_function(
+          functools.partial(audio_augment.augmented_windows, probability=augment),
+          [example["audio"], tf.shape(mfcc)[0], augment_seed], tf.float32, stateful=False)
     norm = audio_prep.audio_norm(self.config)
     if norm != "none":  # The whole clip's statistics, before the crop.
       mfcc = tf.numpy_function(lambda m: audio_prep.normalize_windows(m, norm), [mfcc],
@@ -147,9 +183,9 @@ class InputPipeline:
 
     def crop(index, example):
       span = tf.shape(example["frames"])[0] - self.seq_len + 1
-      offset = tf.random.stateless_uniform(
-          [], seed=tf.stack([tf.cast(seed, tf.int64), index]), maxval=span, dtype=tf.int32)
-      return {**self._crop_and_decode(example, offset), "index": index}
+      draws = tf.stack([tf.cast(seed, tf.int64), index])
+      offset = tf.random.stateless_uniform([], seed=draws, maxval=span, dtype=tf.int32)
+      return {**self._crop_and_decode(example, offset, augment_seed=draws), "index": index}
 
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(self.local_batch_size, drop_remainder=True)

@@ -26,9 +26,12 @@ from talkface_jax.models import talkface
 
 CONFIG_FILE = "config.json"
 # Config sections that decide the checkpoint's shapes: they must agree with the stored config,
-# except for the keys that only choose how the same model computes.
+# except for the keys that only choose how the same model computes or generates
+# (``model.latent_correlation`` is the generation noise's AR(1) coefficient: training never
+# reads it, so one trained model can be sampled with any).
 MODEL_SECTIONS = ("model",)
-COMPUTE_ONLY_KEYS = ("model.dtype", "model.conv_impl", "model.generation_batch_norm")
+COMPUTE_ONLY_KEYS = ("model.dtype", "model.conv_impl", "model.generation_batch_norm",
+                     "model.latent_correlation")
 
 
 def config_path(workdir: str) -> str:
@@ -97,7 +100,8 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def model_differences(a: ml_collections.ConfigDict,
                       b: ml_collections.ConfigDict) -> dict[str, tuple]:
   """Keys of the ``MODEL_SECTIONS`` whose values differ: {key: (a's value, b's value)}, less
-  the ``COMPUTE_ONLY_KEYS`` (a model trained in bfloat16 can sample in float32)."""
+  the ``COMPUTE_ONLY_KEYS`` (a model trained in bfloat16 can sample in float32, or with
+  another ``latent_correlation``)."""
   # A key added to the model after a config was stored means there what the model reads
   # for it when absent (the paper's choice), so an older workdir still resumes.
   added = {f"model.{k}": v for k, v in talkface.ADDED_KEYS.items()}

@@ -11,6 +11,7 @@ def test_differing_model_keys_are_named_and_compute_keys_ignored():
   stored, given = grid.get_config("tiny"), grid.get_config("tiny")
   given.model.dtype = "bfloat16"
   given.model.conv_impl = "eigen"
+  given.model.latent_correlation = 0.5  # Generation only: training never reads it.
   given.optim.learning_rate = 1.0  # Not a model key.
   assert not workdir.model_differences(stored, given)
   given.model.z_dim = stored.model.z_dim + 1
