@@ -44,7 +44,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tqdm
-from PIL import Image
 
 from benchmarks import machine
 from benchmarks import real_inputs
@@ -58,21 +57,13 @@ from talkface_jax import metrics
 
 TARGET_R = 0.45
 TARGET_DISTANCE = 0.45
-LANDMARK_SIDE = face.DESCRIPTOR_MIN_SIDE
-
-
-def upscale(frames: np.ndarray, side: int) -> np.ndarray:
-  """Frames uint8 [N, S, S, 3] resized (bicubic) to [N, side, side, 3]; unchanged if S >= side."""
-  if frames.shape[1] >= side:
-    return frames
-  return np.stack([np.asarray(Image.fromarray(f).resize((side, side), Image.Resampling.BICUBIC))
-                   for f in frames])
+LANDMARK_SIDE = face.MOUTH_LANDMARK_SIDE
 
 
 def mouth_openings(videos: np.ndarray, side: int) -> np.ndarray:
   """Mouth opening per generated frame (frame 0 excluded): videos [K, T, S, S, 3] -> [K, T-1]."""
   num_samples, num_frames = videos.shape[:2]
-  frames = upscale(videos[:, 1:].reshape(-1, *videos.shape[2:]), side)
+  frames = face.upscale_frames(videos[:, 1:].reshape(-1, *videos.shape[2:]), side)
   landmarks = face.landmarks_on_aligned(frames)
   return face.mouth_opening(landmarks, frames.shape[1]).reshape(num_samples, num_frames - 1)
 

@@ -488,6 +488,25 @@ LOWER_INNER_LIP = (67, 66, 65)
 EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
 
 
+# The mouth opening is measured on aligned crops upscaled (bicubic) to this side: at 64 px the
+# inner-lip gap is a pixel or two and Dlib's fitted points move in whole-pixel steps. On the
+# ground-truth frames of the demo's 8 held-out clips, r between the measured opening and the
+# curve that drove the mouth is 0.84 mean at 64 px and 0.87 at 256; on the clip whose mouth
+# opens least while the head sways most (s1/brwk3p) 0.53 -> 0.70. The eye opening stays on the
+# native crops: there its closed-eye threshold (half the clip's median) finds 31 of the 37
+# frames the curves close, 22 at 256 px (BENCHMARKS.md, "stochasticity").
+MOUTH_LANDMARK_SIDE = 256
+
+
+def upscale_frames(frames: np.ndarray, side: int) -> np.ndarray:
+  """Frames uint8 [N, S, S, 3] resized (bicubic) to [N, side, side, 3]; unchanged if S >= side."""
+  frames = np.asarray(frames)
+  if frames.shape[1] >= side:
+    return frames
+  return np.stack([np.asarray(Image.fromarray(f).resize((side, side), Image.Resampling.BICUBIC))
+                   for f in frames])
+
+
 def mouth_opening(landmarks: np.ndarray, resolution: int) -> np.ndarray:
   """Inner-lip gap per frame, normalised by the template's inter-ocular distance.
 

@@ -3,7 +3,7 @@
 The synthetic corpus (``data_prep.synthetic``) knows what each face did: it stores, per clip,
 the ``mouth_open`` and ``eye_open`` curves it rendered (``RAW_DIR/ground_truth/<clip>.npz``).
 ``synthetic_checks`` measures the same quantities on generated videos (Dlib landmarks on the
-aligned crops, as the evaluation measures them) and compares:
+aligned crops; the mouth on crops upscaled to 256 px, ``measured_openings``) and compares:
 
 * lip sync: Pearson r over time between each video's measured mouth opening and the
   generator's ``mouth_open`` curve, next to the same r for the ground-truth frames (the
@@ -29,11 +29,14 @@ def truth_curves(raw_dir: str, clip_id: str) -> dict[str, np.ndarray]:
 
 
 def measured_openings(frames: np.ndarray) -> dict[str, np.ndarray]:
-  """Mouth and eye openings [T] of aligned uint8 crops [T, S, S, 3], measured as the
-  evaluation measures them (one Dlib fit per frame)."""
-  landmarks = face.landmarks_on_aligned(frames)
-  return {"mouth_open": face.mouth_opening(landmarks, frames.shape[1]),
-          "eye_open": face.eye_opening(landmarks)}
+  """Mouth and eye openings [T] of aligned uint8 crops [T, S, S, 3] (Dlib landmarks on the
+  template box): the eyes on the crops as they are, as the evaluation measures them, the mouth
+  on the crops upscaled to ``face.MOUTH_LANDMARK_SIDE`` (at 64 px the lip gap is a pixel or
+  two; ``benchmarks.real_test`` measures real videos the same way)."""
+  upscaled = face.upscale_frames(frames, face.MOUTH_LANDMARK_SIDE)
+  return {"mouth_open": face.mouth_opening(face.landmarks_on_aligned(upscaled),
+                                           upscaled.shape[1]),
+          "eye_open": face.eye_opening(face.landmarks_on_aligned(frames))}
 
 
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
