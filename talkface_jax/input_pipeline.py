@@ -58,7 +58,7 @@ def _read_guarded(dataset: tf.data.Dataset, data_dir: str) -> Iterator:
   return reader
 
 
-# Readers not yet closed. A tf.data iterator deleted while its map calls into Python
+# Readers not yet closed. A tf.data iterator deleted while its map's calls into Python
 # (tf.numpy_function: audio normalisation, augmentation) are in flight waits for them, and
 # during interpreter finalization they can never take the GIL: a process whose training
 # iterator outlived it (an error, a preemption stop, a script that just ends) hung at exit
