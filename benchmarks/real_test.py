@@ -63,9 +63,8 @@ LANDMARK_SIDE = face.MOUTH_LANDMARK_SIDE
 def mouth_openings(videos: np.ndarray, side: int) -> np.ndarray:
   """Mouth opening per generated frame (frame 0 excluded): videos [K, T, S, S, 3] -> [K, T-1]."""
   num_samples, num_frames = videos.shape[:2]
-  frames = face.upscale_frames(videos[:, 1:].reshape(-1, *videos.shape[2:]), side)
-  landmarks = face.landmarks_on_aligned(frames)
-  return face.mouth_opening(landmarks, frames.shape[1]).reshape(num_samples, num_frames - 1)
+  frames = videos[:, 1:].reshape(-1, *videos.shape[2:])
+  return face.upscaled_mouth_opening(frames, side).reshape(num_samples, num_frames - 1)
 
 
 def measure_pair(videos: np.ndarray, samples: np.ndarray, photo_descriptor: np.ndarray,

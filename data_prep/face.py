@@ -507,6 +507,14 @@ def upscale_frames(frames: np.ndarray, side: int) -> np.ndarray:
                    for f in frames])
 
 
+def upscaled_mouth_opening(aligned_frames: np.ndarray,
+                           side: int = MOUTH_LANDMARK_SIDE) -> np.ndarray:
+  """:func:`mouth_opening` [N] of aligned uint8 crops [N, S, S, 3], the landmarks fitted on the
+  crops upscaled to ``side`` (:func:`upscale_frames`, ``MOUTH_LANDMARK_SIDE``)."""
+  frames = upscale_frames(aligned_frames, side)
+  return mouth_opening(landmarks_on_aligned(frames), frames.shape[1])
+
+
 def mouth_opening(landmarks: np.ndarray, resolution: int) -> np.ndarray:
   """Inner-lip gap per frame, normalised by the template's inter-ocular distance.
 

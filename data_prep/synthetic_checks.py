@@ -33,9 +33,7 @@ def measured_openings(frames: np.ndarray) -> dict[str, np.ndarray]:
   template box): the eyes on the crops as they are, as the evaluation measures them, the mouth
   on the crops upscaled to ``face.MOUTH_LANDMARK_SIDE`` (at 64 px the lip gap is a pixel or
   two; ``benchmarks.real_test`` measures real videos the same way)."""
-  upscaled = face.upscale_frames(frames, face.MOUTH_LANDMARK_SIDE)
-  return {"mouth_open": face.mouth_opening(face.landmarks_on_aligned(upscaled),
-                                           upscaled.shape[1]),
+  return {"mouth_open": face.upscaled_mouth_opening(frames),
           "eye_open": face.eye_opening(face.landmarks_on_aligned(frames))}
 
 
