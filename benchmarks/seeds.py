@@ -29,6 +29,11 @@ seeds they test whether the behaviour is a property of the system or of one luck
 ``--remeasure`` samples each finished run again from its checkpoint and measures it with the
 code at hand (its stored evaluation is kept): for runs made before a measure changed. It
 says whether the videos came out the same as before (they do on the same kind of CPU).
+
+``--generate_from=OTHER_ROOT`` trains nothing: each run of OTHER_ROOT is evaluated and
+sampled again into ``<root>/seed<S>_<conv_impl>`` (sharing its checkpoints) with the
+``--override`` keys that change generation only (``workdir.COMPUTE_ONLY_KEYS``, e.g.
+``--override=--config.model.latent_source=posterior_bank``).
 """
 
 import argparse
@@ -163,6 +168,42 @@ def remeasure(workdir: str) -> bool:
   return closed(before) == closed(after)
 
 
+def _set_key(config, override: str) -> None:
+  """Applies ``--config.a.b=value`` to ``config`` (the value typed like the key's default in
+  configs/default.py)."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  key, _, text = override.removeprefix("--config.").partition("=")
+  *path, name = key.split(".")
+  node, reference = config, default.get_config()
+  for part in path:
+    node, reference = node[part], reference[part]
+  kind = type(reference[name]) if name in reference else str
+  value = (text.lower() in ("1", "true")) if kind is bool else kind(text)
+  with node.unlocked():
+    node[name] = value
+
+
+def regenerate(source: str, workdir: str, overrides: list[str]) -> None:
+  """Evaluates and samples the finished run ``source`` again into ``workdir`` (its
+  checkpoints linked, not copied) with ``overrides`` of generation-only keys."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+  # pylint: disable=g-import-not-at-top
+  from talkface_jax import evaluation, experiment, inference
+  from talkface_jax import workdir as workdir_lib
+  config = workdir_lib.read_config(source)
+  for override in overrides:
+    _set_key(config, override)
+  workdir_lib.check_same_model(workdir_lib.read_config(source), config, source)
+  os.makedirs(workdir, exist_ok=True)
+  link = os.path.join(workdir, "checkpoints")
+  if not os.path.exists(link):
+    os.symlink(os.path.abspath(os.path.join(source, "checkpoints")), link)
+  workdir_lib.write_config(workdir, config)
+  generator = inference.load(workdir)
+  experiment.write_demo_outputs(generator, workdir, evaluation.evaluate(generator, workdir))
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seeds", default="0,1,2")
@@ -172,6 +213,9 @@ def main(argv=None):
                       help="Extra run_experiment flag, e.g. --override=--config.model.prior=learned")
   parser.add_argument("--report_only", action="store_true",
                       help="Only tabulate the runs already finished under --root.")
+  parser.add_argument("--generate_from", default="",
+                      help="A root of finished runs to evaluate and sample again (nothing is "
+                      "trained) with --override's generation-only keys.")
   parser.add_argument("--remeasure", action="store_true",
                       help="Sample every finished run again from its checkpoint and measure "
                       "it with this code (its evaluation is kept), then tabulate.")
@@ -185,7 +229,12 @@ def main(argv=None):
       for impl in impls:
         workdir = os.path.join(args.root, f"seed{seed}_{impl}")
         path = os.path.join(workdir, "metrics.json")
-        if args.remeasure:
+        if args.generate_from:
+          source = os.path.join(args.generate_from, f"seed{seed}_{impl}")
+          if not os.path.exists(path) and os.path.exists(os.path.join(source, "metrics.json")):
+            regenerate(source, workdir, args.override)
+            print(f"{workdir}: generated again from {source}", flush=True)
+        elif args.remeasure:
           if os.path.exists(path):
             same = remeasure(workdir)
             print(f"{workdir}: measured again; the same videos as before: {same}", flush=True)

@@ -70,6 +70,16 @@ def get_config() -> ml_collections.ConfigDict:
   # AR(1) correlation rho of the generation noise over time (0: independent per frame, the
   # paper). Generation only; eps_t = rho eps_{t-1} + sqrt(1 - rho^2) n_t.
   config.model.latent_correlation = 0.0
+  # Where generation takes z_t from (generation only, like latent_correlation): 'prior' (the
+  # paper: draws from the prior) or 'posterior_bank' (beyond the paper): each sample replays
+  # the frame posterior's mean trajectory of a training clip drawn at random (another every
+  # trajectory length), so what z carries (with posterior_view='upper_face': blinks, brows,
+  # head position) happens as often, as long and at as independent times as in the training
+  # data; the audio still drives the predictor (audio_to_predictor). The bank holds
+  # `bank_clips` clips of data.train_split (needs the shards or the workdir's stored bank,
+  # latent_bank_<step>.npz; inference.py). The deterministic baseline stays the prior's mean.
+  config.model.latent_source = "prior"
+  config.model.bank_clips = 256
   # Beyond the paper, with prior=learned only: the prior is a mixture of this many Gaussians
   # (1: a single Gaussian). A single Gaussian covers a rare, distant posterior (a blink's
   # onset) by widening and then hardly ever draws it; a mixture can give the event its own

@@ -81,7 +81,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     return None
   if not (config.eval.after_training or config.sample.after_training):
     return None
-  generator = inference.Generator(config, train.variables_of(state), step=int(state.step))
+  generator = inference.Generator(config, train.variables_of(state), step=int(state.step),
+                                  workdir=workdir)
   eval_results = None
   if config.eval.after_training:
     eval_results = evaluation.evaluate(generator, workdir)

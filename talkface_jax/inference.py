@@ -25,6 +25,7 @@ too) and their outputs go to the input's K rows (``generate_chunk``'s ``audio_in
 
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -41,10 +42,12 @@ from absl import logging
 
 from data_prep import audio as audio_prep
 from data_prep import face as face_prep
+from data_prep import fileio
 from data_prep import photo
 from data_prep import schema
 import talkface_jax.checkpointing as checkpointing
 import talkface_jax.errors as errors
+import talkface_jax.input_pipeline as input_pipeline
 import talkface_jax.media as media
 import talkface_jax.parallel as parallel
 import talkface_jax.workdir as workdir_lib
@@ -147,6 +150,71 @@ def abstract_variables(model: talkface.TalkFace, mesh):
                           shapes[k]) for k in ("params", "batch_stats")}
 
 
+LATENT_SOURCES = ("prior", "posterior_bank")
+BANK_FILE = "latent_bank_{step}.npz"
+
+
+def latent_bank(config: ml_collections.ConfigDict, model: talkface.TalkFace, variables,
+                step: int | None = None, workdir: str | None = None) -> np.ndarray | None:
+  """The latent bank that generation replays z from (``model.latent_source``), or None.
+
+  With 'posterior_bank': the frame posterior's mean trajectories [N, L, z_dim] of the first
+  N = ``model.bank_clips`` clips of ``data.train_split``, cropped to the shortest one's
+  L = T - 1 frames (the posterior is causal: a cropped clip's means are its first ones).
+  Stored as ``WORKDIR/latent_bank_<step>.npz`` when a workdir and step are given, and read
+  from there when present, so sampling a trained workdir needs no shards after the first
+  time.
+
+  Raises:
+    UserError: an unknown ``latent_source``, or no stored bank and no training shards.
+  """
+  source = config.model.get("latent_source", "prior")
+  if source not in LATENT_SOURCES:
+    raise errors.UserError(f"model.latent_source={source!r}: use one of "
+                           f"{', '.join(LATENT_SOURCES)}")
+  if source == "prior":
+    return None
+  path = None
+  if workdir is not None and step is not None:
+    path = os.path.join(workdir, BANK_FILE.format(step=step))
+    if fileio.exists(path):
+      with np.load(io.BytesIO(fileio.read_bytes(path))) as stored:
+        bank = stored["bank"]
+      if bank.ndim == 3 and bank.shape[-1] == model.z_dim:
+        return bank
+      logging.warning("%s: latents of shape %s, not [N, L, %d]; building it again", path,
+                      bank.shape, model.z_dim)
+  num_clips = int(config.model.get("bank_clips", 256))
+  if num_clips < 1:
+    raise errors.UserError(f"model.bank_clips={num_clips}: must be >= 1")
+  try:
+    clips = input_pipeline.load_clips(config, config.data.train_split, num_clips)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.UserError(
+        f"model.latent_source=posterior_bank needs the training clips ({config.data.dir}, "
+        f"split {config.data.train_split!r}) or a stored {BANK_FILE.format(step=step)}: "
+        f"{e}") from e
+  length = min(len(c["frames"]) for c in clips)
+  if length < 2:
+    raise errors.UserError(f"{config.data.dir}: training clips of {length} frame(s) cannot "
+                           "make a latent bank (need >= 2)")
+  means = jax.jit(functools.partial(talkface.posterior_means, model,
+                                    batch_norm=config.model.generation_batch_norm))
+  batch = 16
+  pieces = []
+  for start in range(0, len(clips), batch):
+    group = [c["frames"][:length] for c in clips[start:start + batch]]
+    frames = np.zeros((batch, *group[0].shape), np.float32)  # One shape: one compilation.
+    frames[:len(group)] = np.stack(group) / np.float32(255.0)
+    pieces.append(np.asarray(means(variables, frames))[:len(group)])
+  bank = np.concatenate(pieces).astype(np.float32)
+  logging.info("Latent bank: %d training clips x %d frames", *bank.shape[:2])
+  if path is not None and jax.process_index() == 0:
+    with fileio.atomic_path(path, suffix=".npz") as tmp:
+      np.savez(tmp, bank=bank)
+  return bank
+
+
 def load(workdir: str, step: int | None = None,
          config: ml_collections.ConfigDict | None = None) -> "Generator":
   """The generator of a trained workdir.
@@ -164,7 +232,7 @@ def load(workdir: str, step: int | None = None,
   model = talkface.build_model(config.model)
   variables, step = checkpointing.restore_variables(
       workdir, abstract_variables(model, mesh), step)
-  return Generator(config, variables, step=step, mesh=mesh)
+  return Generator(config, variables, step=step, mesh=mesh, workdir=workdir)
 
 
 class Generator:
@@ -181,12 +249,16 @@ class Generator:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, variables, step: int | None = None,
-               mesh=None):
+               mesh=None, workdir: str | None = None):
+    """``workdir``: where a latent bank (``model.latent_source='posterior_bank'``) of this
+    step is stored or, built from the training split, is written (``latent_bank``)."""
     self.config = config
     self.model = talkface.build_model(config.model)
     self.mesh = mesh if mesh is not None else parallel.make_mesh(config)
     self.variables = jax.device_put(variables, parallel.replicated(self.mesh))
     self.step = step
+    bank = latent_bank(config, self.model, variables, step, workdir)
+    self.bank = None if bank is None else jax.device_put(bank, parallel.replicated(self.mesh))
     self.resolution = int(config.model.resolution)
     self.chunk_frames = int(config.sample.chunk_frames)
     if self.chunk_frames < 1:
@@ -210,11 +282,12 @@ class Generator:
 
     self._start = jax.jit(start, static_argnames="audio_inputs", compiler_options=options)
 
-    def chunk(variables, state, mfcc, audio_index, key_data, deterministic):
+    def chunk(variables, state, mfcc, audio_index, key_data, bank, deterministic):
       self.num_traces += 1  # Runs only while tracing.
       state, frames = talkface.generate_chunk(
           self.model, variables, state, mfcc, jax.random.wrap_key_data(key_data),
-          batch_norm=batch_norm, deterministic=deterministic, audio_index=audio_index)
+          batch_norm=batch_norm, deterministic=deterministic, audio_index=audio_index,
+          bank=bank)
       return split_rows(state), jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
 
     self._chunk = jax.jit(chunk, static_argnames="deterministic", compiler_options=options)
@@ -397,7 +470,7 @@ class Generator:
         windows = np.concatenate([windows, np.zeros(
             (batch, self.chunk_frames - valid, *windows.shape[2:]), np.float32)], axis=1)
       state, frames = self._chunk(self.variables, state, self._shard_rows(windows),
-                                  audio_index, keys, deterministic=deterministic)
+                                  audio_index, keys, self.bank, deterministic=deterministic)
       yield parallel.to_host(frames)[:rows, :valid]
 
   # -- outputs --------------------------------------------------------------------------------

@@ -428,7 +428,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         final_step = int(state.step)
         writer.write_scalars(final_step, evaluate_loss(config, eval_fn, state, pipeline, mesh))
         generator = inference.Generator(config, variables_of(state), step=final_step,
-                                        mesh=mesh)
+                                        mesh=mesh, workdir=workdir)
         sampling.write_sample_summaries(generator, writer, final_step)
       progress.close()
       ckpt.wait()  # The signal handlers stay until the last save is committed.

@@ -27,11 +27,12 @@ from talkface_jax.models import talkface
 CONFIG_FILE = "config.json"
 # Config sections that decide the checkpoint's shapes: they must agree with the stored config,
 # except for the keys that only choose how the same model computes or generates
-# (``model.latent_correlation`` is the generation noise's AR(1) coefficient: training never
-# reads it, so one trained model can be sampled with any).
+# (``model.latent_correlation`` is the generation noise's AR(1) coefficient, and
+# ``model.latent_source`` / ``bank_clips`` where z comes from at generation: training never
+# reads them, so one trained model can be sampled with any).
 MODEL_SECTIONS = ("model",)
 COMPUTE_ONLY_KEYS = ("model.dtype", "model.conv_impl", "model.generation_batch_norm",
-                     "model.latent_correlation")
+                     "model.latent_correlation", "model.latent_source", "model.bank_clips")
 
 
 def config_path(workdir: str) -> str:

@@ -12,6 +12,7 @@ import sys
 import imageio.v3 as iio
 import imageio_ffmpeg
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.io.wavfile
@@ -24,7 +25,7 @@ from talkface_jax import checkpointing, errors, experiment, inference, input_pip
 from talkface_jax import parallel, sampling, train
 from talkface_jax import workdir as workdir_lib
 from talkface_jax.models import talkface
-from tests import fixtures_raw
+from tests import fixtures_raw, shard_fixtures
 
 
 def _tiny_config():
@@ -161,6 +162,99 @@ def test_chunked_generation_equals_one_call(tiny, tiny_learned, prior, determini
     assert np.abs(chunked.astype(int) - expected).max() <= 1, f"chunk {chunk_frames}"
     generator.generate_aligned(frame0[::-1], mfcc[::-1], 3, key, deterministic)
     assert generator.num_traces == 1  # One per (inputs, samples, frame size).
+
+
+# -------------------------------------------------------------------------------------------------
+# Latent bank (model.latent_source = 'posterior_bank').
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bank_setup(tiny_learned, tmp_path_factory):
+  """(config, model, variables, training clips) of the tiny learned-prior model with a latent
+  bank of 4 of the 5 training clips of a shard dataset (12 frames each)."""
+  config, model, variables = tiny_learned
+  data_dir = str(tmp_path_factory.mktemp("bank_data"))
+  splits = shard_fixtures.write_tiny_dataset(data_dir, num_train=5, num_test=1, num_frames=12)
+  config = copy.deepcopy(config)
+  config.data.dir = data_dir
+  config.model.latent_source = "posterior_bank"
+  config.model.bank_clips = 4
+  return config, model, variables, splits["train"]
+
+
+def test_latent_bank_is_the_posterior_means_of_training_clips(bank_setup, tmp_path):
+  """The bank is the frame posterior's mean trajectories of the first ``bank_clips`` training
+  clips, stored in the workdir and read back from there without the shards."""
+  config, model, variables, train_clips = bank_setup
+  bank = inference.latent_bank(config, model, variables, step=7, workdir=str(tmp_path))
+  assert bank.shape == (4, 11, model.z_dim) and bank.dtype == np.float32
+  loaded = input_pipeline.load_clips(config, "train", 4)
+  frames = np.stack([c["frames"] for c in loaded]) / np.float32(255.0)
+  expected = np.asarray(talkface.posterior_means(model, variables, frames))
+  np.testing.assert_allclose(bank, expected, rtol=1e-5, atol=1e-6)
+  assert np.abs(bank[0] - bank[1]).max() > 0  # Different clips, different trajectories.
+  assert os.path.exists(tmp_path / "latent_bank_7.npz")
+  elsewhere = copy.deepcopy(config)
+  elsewhere.data.dir = str(tmp_path / "no_shards")
+  np.testing.assert_array_equal(
+      inference.latent_bank(elsewhere, model, variables, step=7, workdir=str(tmp_path)), bank)
+  with pytest.raises(errors.UserError, match="posterior_bank needs the training clips"):
+    inference.latent_bank(elsewhere, model, variables, step=8, workdir=str(tmp_path))
+  elsewhere.model.latent_source = "posterior"
+  with pytest.raises(errors.UserError, match="model.latent_source='posterior'"):
+    inference.latent_bank(elsewhere, model, variables)
+  elsewhere.model.latent_source = "prior"
+  assert inference.latent_bank(elsewhere, model, variables) is None
+
+
+def test_bank_latents_replay_one_trajectory_per_segment():
+  """Frame t of sample k replays position (t - 1) mod L of the trajectory drawn for segment
+  (t - 1) // L: whole trajectories in order, another one (drawn) every L frames."""
+  bank = jnp.arange(5 * 3 * 2, dtype=jnp.float32).reshape(5, 3, 2)
+  keys = talkface.input_keys(jax.random.key(0), 2)
+  got = np.stack([np.asarray(talkface.bank_latents(bank, keys, t, 4)) for t in range(1, 31)])
+  rows = np.stack([np.asarray(talkface.bank_rows(keys, s, 4, 5)) for s in range(10)])  # [10,B,K]
+  for t in range(1, 31):
+    np.testing.assert_array_equal(got[t - 1], np.asarray(bank)[rows[(t - 1) // 3], (t - 1) % 3])
+  assert len(np.unique(rows)) > 1 and (rows[:, 0] != rows[:, 1]).any()  # Draws differ.
+
+
+def test_bank_generation_chunked_equals_one_call(bank_setup):
+  """Generation from the bank: the Generator's chunked videos equal one ``generate`` call with
+  the same bank; the K samples differ (different trajectories), and a bank of one trajectory
+  repeated makes them equal (z is all that differs between samples); the deterministic
+  baseline ignores the bank."""
+  config, model, variables, _ = bank_setup
+  config = copy.deepcopy(config)
+  config.sample.chunk_frames = 4  # 19 frames: 5 chunks, over the bank's 11-frame trajectories.
+  generator = inference.Generator(config, variables)
+  assert generator.bank.shape == (4, 11, model.z_dim)
+  # An untrained posterior's means are ~1e-5, too close to move its frames: a bank of unit
+  # scale in their place.
+  rng = np.random.default_rng(0)
+  generator.bank = jnp.asarray(rng.normal(size=generator.bank.shape).astype(np.float32))
+  frame0 = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+  mfcc = rng.normal(size=(2, 19, 28, 12)).astype(np.float32)
+  key = jax.random.key(3)
+  row_keys = jax.vmap(lambda b: jax.vmap(lambda k: jax.random.fold_in(
+      jax.random.fold_in(key, b), k))(np.arange(3)))(np.arange(2)).reshape(-1)
+
+  def one_call(bank, deterministic=False):
+    whole = np.asarray(talkface.generate(
+        model, variables, np.repeat(frame0, 3, axis=0).astype(np.float32) / 255.0,
+        np.repeat(mfcc, 3, axis=0), row_keys, num_samples=1, deterministic=deterministic,
+        bank=bank)).reshape(2, 3, 19, 64, 64, 3)
+    return whole  # Floats: an untrained model's frames differ by less than a uint8 level.
+
+  whole = one_call(generator.bank)
+  assert np.abs(whole[:, 0, 1:] - whole[:, 1, 1:]).max() > 0
+  expected = np.clip(np.round(whole * 255.0), 0, 255).astype(int)
+  chunked = generator.generate_aligned(frame0, mfcc, 3, key)
+  assert np.abs(chunked[:, :, 1:].astype(int) - expected[:, :, 1:]).max() <= 1  # uint8 rounding.
+  same = one_call(jnp.repeat(generator.bank[:1], 4, axis=0))
+  np.testing.assert_array_equal(same[:, 0], same[:, 1])
+  np.testing.assert_array_equal(one_call(generator.bank, True), one_call(None, True))
 
 
 def test_reconstruction_is_the_teacher_forced_posterior_mean_pass(tiny, generator):

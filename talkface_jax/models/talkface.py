@@ -22,7 +22,9 @@ back; it draws K latent sequences per input in one batched call and can run in c
 every state carried across chunk borders. ``latent_correlation`` = rho > 0 makes the
 generation noise AR(1) over time, eps_t = rho eps_{t-1} + sqrt(1 - rho^2) n_t (the same N(0, 1)
 marginal per frame, but a draw persists for about (1 + rho) / (1 - rho) frames); 0 is the
-paper's independent draw per frame. It changes generation only, not training.
+paper's independent draw per frame. It changes generation only, not training. So does a
+latent bank (``generate_chunk``'s ``bank``, beyond the paper): z replayed from the frame
+posterior's means on training clips instead of drawn from the prior.
 """
 
 from typing import Any
@@ -164,6 +166,12 @@ class TalkFace(nn.Module):
       return mu, mu, logvar
     eps = jax.random.normal(self.make_rng("latent"), mu.shape, mu.dtype)
     return mu + jnp.exp(0.5 * logvar) * eps, mu, logvar
+
+  def posterior_means(self, frames: jax.Array, train: bool) -> jax.Array:
+    """The frame posterior's means [B, T-1, z] of clips [B, T, H, W, 3] (``posterior_view``):
+    the trajectories of a latent bank (``generate_chunk``'s ``bank``)."""
+    _, posterior_codes, _ = self._encode_clip_views(frames, None, train)
+    return self.frame_posterior(posterior_codes)[1]
 
   def posterior_latents(self, frames: jax.Array, mfcc: jax.Array, train: bool):
     """``rollout``'s inputs: the predictor latents of steps 1..T-1 [B, T-1, ...] from the
@@ -378,7 +386,7 @@ def start_generation(model: TalkFace, variables, frame0: jax.Array, num_samples:
 
 def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.Array,
                    key: jax.Array, batch_norm: str = "running", deterministic: bool = False,
-                   audio_index: jax.Array | None = None):
+                   audio_index: jax.Array | None = None, bank: jax.Array | None = None):
   """Generates the frames of the next C windows.
 
   The audio encoder and the audio prior are deterministic: inputs that hear the same audio
@@ -403,12 +411,20 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     deterministic: use the prior's mean instead of a draw (the deterministic baseline).
     audio_index: [B] ints in [0, N): input b hears audio input ``audio_index[b]`` (the state
       from ``start_generation(..., audio_inputs=N)``); None: input b hears ``mfcc[b]``.
+    bank: optional [N, L, z_dim] latent trajectories (``model.latent_source =
+      'posterior_bank'``: the frame posterior's means on training clips): instead of the
+      prior's draws, sample k of input b replays z of one bank trajectory (``bank_rows``),
+      another one every L frames. Not used by the deterministic baseline (the prior's mean).
 
   Returns:
     (new state, frames [B, K, C, H, W, 3] in [0, 1]).
   """
   b, k = state.prev_frames.shape[:2]
   keys = input_keys(key, b)
+  steps = state.step + jnp.arange(mfcc.shape[1], dtype=jnp.int32)
+  if bank is not None and not deterministic:
+    return _replay_chunk(model, variables, state, mfcc, keys, steps, batch_norm, audio_index,
+                         bank)
   rho = model.latent_correlation
   learned = model.prior == "learned"
 
@@ -444,7 +460,6 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     frames = frames.astype(jnp.float32)
     return (frames, eps, prior_c, predictor_carry), frames
 
-  steps = state.step + jnp.arange(mfcc.shape[1], dtype=jnp.int32)
   scan_prior = state.prior_carry if learned else ()
   (prev_frames, last_eps, scan_prior, predictor_carry), frames = jax.lax.scan(
       step, (state.prev_frames, state.noise, scan_prior, state.predictor_carry),
@@ -454,6 +469,54 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
   new_state = GenerationState(state.context, prev_frames, prior_carry, predictor_carry,
                               state.step + mfcc.shape[1], last_eps)
   return new_state, jnp.moveaxis(frames, 0, 2)
+
+
+def _replay_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.Array,
+                  keys: jax.Array, steps: jax.Array, batch_norm: str,
+                  audio_index: jax.Array | None, bank: jax.Array):
+  """``generate_chunk`` with z replayed from ``bank`` [N, L, z] (the prior is not used; its
+  state is carried unchanged)."""
+  b, k = state.prev_frames.shape[:2]
+  audio = _apply(model, variables, batch_norm, mfcc, method=TalkFace.encode_audio)
+  if audio_index is not None:
+    audio = jnp.take(audio, audio_index, axis=0)
+
+  def step(carry, inputs):
+    prev_frames, predictor_carry = carry
+    audio_t, t = inputs  # [B, audio_dim], frame index
+    z = bank_latents(bank, keys, t, k)
+    z = model.predictor_latent(z, jnp.broadcast_to(audio_t[:, None], (b, k, audio_t.shape[-1])))
+    predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
+                                     state.context, predictor_carry,
+                                     method=TalkFace.predict_frame)
+    frames = frames.astype(jnp.float32)
+    return (frames, predictor_carry), frames
+
+  (prev_frames, predictor_carry), frames = jax.lax.scan(
+      step, (state.prev_frames, state.predictor_carry), (jnp.moveaxis(audio, 1, 0), steps))
+  new_state = GenerationState(state.context, prev_frames, state.prior_carry, predictor_carry,
+                              state.step + mfcc.shape[1], state.noise)
+  return new_state, jnp.moveaxis(frames, 0, 2)
+
+
+def bank_rows(keys: jax.Array, segment: jax.Array, num_samples: int, bank_size: int
+              ) -> jax.Array:
+  """[B, K] bank trajectories that the K samples of each input replay in ``segment`` (frames
+  1 + segment * L .. (segment + 1) * L): uniform draws from ``fold_in(fold_in(keys[b],
+  segment), 2)``, per input like the noise (independent of ``latent_noise``'s and
+  ``component_draw``'s draws)."""
+  return jax.vmap(lambda row_key: jax.random.randint(
+      jax.random.fold_in(jax.random.fold_in(row_key, segment), 2), (num_samples,), 0,
+      bank_size))(keys)
+
+
+def bank_latents(bank: jax.Array, keys: jax.Array, t: jax.Array, num_samples: int
+                 ) -> jax.Array:
+  """z [B, K, z_dim] of frame t >= 1 replayed from ``bank`` [N, L, z_dim]: position
+  (t - 1) mod L of the trajectory ``bank_rows`` draws for segment (t - 1) // L."""
+  length = bank.shape[1]
+  rows = bank_rows(keys, (t - 1) // length, num_samples, bank.shape[0])
+  return bank[rows, (t - 1) % length].astype(jnp.float32)
 
 
 def latent_noise(key: jax.Array, t: jax.Array, prev_eps: jax.Array, rho: float) -> jax.Array:
@@ -481,7 +544,8 @@ def component_draw(key: jax.Array, t: jax.Array, shape: tuple[int, int]) -> jax.
 
 
 def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key: jax.Array,
-             num_samples: int, batch_norm: str = "running", deterministic: bool = False):
+             num_samples: int, batch_norm: str = "running", deterministic: bool = False,
+             bank: jax.Array | None = None):
   """K videos for each of B inputs: [B, K, T, H, W, 3] in [0, 1], frame 0 = ``frame0``.
 
   Args:
@@ -490,10 +554,11 @@ def generate(model: TalkFace, variables, frame0: jax.Array, mfcc: jax.Array, key
     key: PRNG key, or [B] keys (see ``generate_chunk``); the same key gives the same videos,
       different keys different ones.
     num_samples: K.
+    bank: optional latent bank (``generate_chunk``).
   """
   state = start_generation(model, variables, frame0, num_samples, batch_norm)
   _, frames = generate_chunk(model, variables, state, mfcc[:, 1:], key, batch_norm,
-                             deterministic)
+                             deterministic, bank=bank)
   first = jnp.broadcast_to(state.prev_frames[:, :, None], (*frames.shape[:2], 1,
                                                            *frames.shape[3:]))
   return jnp.concatenate([first, frames], axis=2)
@@ -514,6 +579,13 @@ def reconstruct(model: TalkFace, variables, frames: jax.Array, mfcc: jax.Array,
   with ``mfcc`` [B, T, 28, 12]: previous TRUE frame, z = the frame posterior's mean."""
   return _apply(model, variables, batch_norm, frames, mfcc, posterior_mean=True,
                 method=TalkFace.__call__).frames
+
+
+def posterior_means(model: TalkFace, variables, frames: jax.Array,
+                    batch_norm: str = "running") -> jax.Array:
+  """The frame posterior's means [B, T-1, z_dim] of clips ``frames`` [B, T, H, W, 3] in
+  [0, 1] (a latent bank's trajectories, ``generate_chunk``'s ``bank``)."""
+  return _apply(model, variables, batch_norm, frames, method=TalkFace.posterior_means)
 
 
 def rollout(model: TalkFace, variables, frames: jax.Array, mfcc: jax.Array, key: jax.Array,
