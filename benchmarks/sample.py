@@ -120,7 +120,7 @@ def profile(config, num_samples: int, reps: int) -> dict:
   key_data = generator._row_key_data(jax.random.key(0), 1, rows)
   run_chunk = lambda: generator._chunk(variables, state, windows,
                                        jnp.zeros(rows, jnp.int32), key_data,
-                                       deterministic=False)[1]
+                                       generator.bank, deterministic=False)[1]
   # pylint: enable=protected-access
   out["whole chunk (/ C)"] = _timed(run_chunk, reps=reps) / chunk
   pieces = run_chunk()

@@ -174,19 +174,22 @@ def latent_bank(config: ml_collections.ConfigDict, model: talkface.TalkFace, var
                            f"{', '.join(LATENT_SOURCES)}")
   if source == "prior":
     return None
+  num_clips = int(config.model.get("bank_clips", 256))
+  if num_clips < 1:
+    raise errors.UserError(f"model.bank_clips={num_clips}: must be >= 1")
+  if model.posterior_view == "frame":
+    logging.warning("model.latent_source=posterior_bank with posterior_view=frame: z carries "
+                    "the mouth too, so samples replay training clips' mouths beside the audio")
   path = None
   if workdir is not None and step is not None:
     path = os.path.join(workdir, BANK_FILE.format(step=step))
     if fileio.exists(path):
       with np.load(io.BytesIO(fileio.read_bytes(path))) as stored:
-        bank = stored["bank"]
-      if bank.ndim == 3 and bank.shape[-1] == model.z_dim:
+        bank, stored_clips = stored["bank"], int(stored["bank_clips"])
+      if stored_clips == num_clips and bank.ndim == 3 and bank.shape[-1] == model.z_dim:
         return bank
-      logging.warning("%s: latents of shape %s, not [N, L, %d]; building it again", path,
-                      bank.shape, model.z_dim)
-  num_clips = int(config.model.get("bank_clips", 256))
-  if num_clips < 1:
-    raise errors.UserError(f"model.bank_clips={num_clips}: must be >= 1")
+      logging.info("%s: a bank of %d clips, shape %s; building one of %d clips", path,
+                   stored_clips, bank.shape, num_clips)
   try:
     clips = input_pipeline.load_clips(config, config.data.train_split, num_clips)
   except (FileNotFoundError, ValueError) as e:
@@ -211,7 +214,7 @@ def latent_bank(config: ml_collections.ConfigDict, model: talkface.TalkFace, var
   logging.info("Latent bank: %d training clips x %d frames", *bank.shape[:2])
   if path is not None and jax.process_index() == 0:
     with fileio.atomic_path(path, suffix=".npz") as tmp:
-      np.savez(tmp, bank=bank)
+      np.savez(tmp, bank=bank, bank_clips=num_clips)
   return bank
 
 

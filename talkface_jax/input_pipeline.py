@@ -286,4 +286,6 @@ def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
       example["mfcc"] = audio_prep.normalize_windows(example["mfcc"],
                                                      audio_prep.audio_norm(config))
       clips.append(example)
+      if len(clips) == len(chosen):  # The rest of the split is not read (or decoded).
+        break
   return clips

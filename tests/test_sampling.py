@@ -201,6 +201,9 @@ def test_latent_bank_is_the_posterior_means_of_training_clips(bank_setup, tmp_pa
       inference.latent_bank(elsewhere, model, variables, step=7, workdir=str(tmp_path)), bank)
   with pytest.raises(errors.UserError, match="posterior_bank needs the training clips"):
     inference.latent_bank(elsewhere, model, variables, step=8, workdir=str(tmp_path))
+  elsewhere.model.bank_clips = 3  # Another bank than the stored one: built again.
+  with pytest.raises(errors.UserError, match="posterior_bank needs the training clips"):
+    inference.latent_bank(elsewhere, model, variables, step=7, workdir=str(tmp_path))
   elsewhere.model.latent_source = "posterior"
   with pytest.raises(errors.UserError, match="model.latent_source='posterior'"):
     inference.latent_bank(elsewhere, model, variables)
@@ -300,9 +303,9 @@ def test_one_minute_of_audio_runs_in_fixed_chunks(tiny, tmp_path, monkeypatch):
   shapes = []
   chunk_fn = generator._chunk  # pylint: disable=protected-access
 
-  def recording_chunk(variables, state, windows, audio_index, key_data, deterministic):
+  def recording_chunk(variables, state, windows, audio_index, key_data, bank, deterministic):
     shapes.append(windows.shape)
-    return chunk_fn(variables, state, windows, audio_index, key_data,
+    return chunk_fn(variables, state, windows, audio_index, key_data, bank,
                     deterministic=deterministic)
 
   monkeypatch.setattr(generator, "_chunk", recording_chunk)
