@@ -94,8 +94,9 @@ def get_config(variant: str = ""):
   # run's samples blink, at their own times (overlap 0.20-0.30), with closed-eye frames
   # 0.073-0.117: the training clips' rate (their driving curves: 12 % of frames closed), which
   # is twice the 8 held-out clips' (6 %; Dlib 0.052); mouths agree 0.92-0.97. With the
-  # learned prior's draws the same checkpoints blinked at 0.7-5.4x the held-out rate, and at
-  # beta 1.5e-5 three of six runs never blinked. Issue 11's targets (against the held-out
+  # learned prior's draws the same checkpoints blinked at 0.7-5.4x the held-out rate. At beta
+  # 1.5e-5 three of six runs' posteriors collapse at the eyes (z holds no blink), and then no
+  # bank can replay one: keep beta at 1e-5. Issue 11's targets (against the held-out
   # clips): 3 of 6 runs hold all; two exceed 2x the held-out closed frames (2.0x, 2.2x), one
   # misses the 3-clip lip-sync check. The deterministic baseline is still the prior's mean.
   config.model.posterior_view = "upper_face"
