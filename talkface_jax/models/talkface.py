@@ -419,7 +419,7 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
   Returns:
     (new state, frames [B, K, C, H, W, 3] in [0, 1]).
   """
-  b, k = state.prev_frames.shape[:2]
+  b = state.prev_frames.shape[0]
   keys = input_keys(key, b)
   steps = state.step + jnp.arange(mfcc.shape[1], dtype=jnp.int32)
   if bank is not None and not deterministic:
@@ -453,10 +453,8 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
     else:
       mu_t, logvar_t, audio_t = x_t  # [B, z], [B, z], [B, audio_dim]
       z = mu_t[:, None] + jnp.exp(0.5 * logvar_t)[:, None] * draw
-      z = model.predictor_latent(z, jnp.broadcast_to(audio_t[:, None], (b, k, audio_t.shape[-1])))
-      predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
-                                       state.context, predictor_carry,
-                                       method=TalkFace.predict_frame)
+      predictor_carry, frames = _frames_from_z(model, variables, batch_norm, prev_frames, z,
+                                               audio_t, state.context, predictor_carry)
     frames = frames.astype(jnp.float32)
     return (frames, eps, prior_c, predictor_carry), frames
 
@@ -476,7 +474,7 @@ def _replay_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.
                   audio_index: jax.Array | None, bank: jax.Array):
   """``generate_chunk`` with z replayed from ``bank`` [N, L, z] (the prior is not used; its
   state is carried unchanged)."""
-  b, k = state.prev_frames.shape[:2]
+  k = state.prev_frames.shape[1]
   audio = _apply(model, variables, batch_norm, mfcc, method=TalkFace.encode_audio)
   if audio_index is not None:
     audio = jnp.take(audio, audio_index, axis=0)
@@ -484,12 +482,9 @@ def _replay_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.
   def step(carry, inputs):
     prev_frames, predictor_carry = carry
     audio_t, t = inputs  # [B, audio_dim], frame index
-    z = bank_latents(bank, keys, t, k)
-    z = model.predictor_latent(z, jnp.broadcast_to(audio_t[:, None], (b, k, audio_t.shape[-1])))
-    predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z,
-                                     state.context, predictor_carry,
-                                     method=TalkFace.predict_frame)
-    frames = frames.astype(jnp.float32)
+    predictor_carry, frames = _frames_from_z(model, variables, batch_norm, prev_frames,
+                                             bank_latents(bank, keys, t, k), audio_t,
+                                             state.context, predictor_carry)
     return (frames, predictor_carry), frames
 
   (prev_frames, predictor_carry), frames = jax.lax.scan(
@@ -497,6 +492,17 @@ def _replay_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.
   new_state = GenerationState(state.context, prev_frames, state.prior_carry, predictor_carry,
                               state.step + mfcc.shape[1], state.noise)
   return new_state, jnp.moveaxis(frames, 0, 2)
+
+
+def _frames_from_z(model: TalkFace, variables, batch_norm: str, prev_frames: jax.Array,
+                   z: jax.Array, audio_t: jax.Array, context, predictor_carry):
+  """One predictor step of B * K samples from their z [B, K, z_dim] and their input's audio
+  code [B, audio_dim] (``predictor_latent``) -> (predictor carry, float32 frames [B, K, ...])."""
+  b, k = prev_frames.shape[:2]
+  z = model.predictor_latent(z, jnp.broadcast_to(audio_t[:, None], (b, k, audio_t.shape[-1])))
+  predictor_carry, frames = _apply(model, variables, batch_norm, prev_frames, z, context,
+                                   predictor_carry, method=TalkFace.predict_frame)
+  return predictor_carry, frames.astype(jnp.float32)
 
 
 def bank_rows(keys: jax.Array, segment: jax.Array, num_samples: int, bank_size: int
