@@ -108,6 +108,10 @@ def get_config() -> ml_collections.ConfigDict:
   # template's mouth and eye regions relative to the rest of the frame (losses.py).
   config.loss.mouth_weight = 1.0
   config.loss.eye_weight = 1.0
+  # Beyond the paper (0 = the paper's plain KL): nats per frame under which a frame's KL
+  # costs a constant ("free bits"), a guard against the frame posterior's collapse onto the
+  # prior (losses.py).
+  config.loss.free_bits = 0.0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "rmsprop"  # rmsprop (release) | adam (SVG-LP) | sgd.

@@ -14,6 +14,14 @@ of the template's mouth and eye regions (``data_prep.template.region_boxes``: ev
 aligned to the template, so the regions sit at fixed pixels); the weights are normalised to
 mean 1, so the loss keeps the plain MSE's scale (and its balance with beta's KL). The
 reported 'mse' stays the plain, unweighted one.
+
+Beyond the paper, ``config.loss.free_bits`` = lambda > 0 nats ("free bits", Kingma et al.
+2016, here per frame: one group of all z dimensions, per example) replaces each frame's KL
+in the loss by max(KL, lambda): a frame whose posterior is within lambda nats of the prior
+gets no gradient pulling it closer, so a posterior that carries a little (a blink) is not
+pushed onto the prior early in training, when the predictor does not use z yet (posterior
+collapse). The reported 'kl' stays the plain one. On the demo it did not make the blink come
+sooner or better (BENCHMARKS.md, "24 held-out clips"); no config uses it.
 """
 
 import jax
@@ -89,8 +97,8 @@ def config_pixel_weights(config: ml_collections.ConfigDict) -> np.ndarray | None
 
 
 def per_example_losses(output, target_frames: jax.Array, reconstruction_weight: float,
-                       kl_weight: float, weights: ArrayLike | None = None
-                       ) -> dict[str, jax.Array]:
+                       kl_weight: float, weights: ArrayLike | None = None,
+                       free_bits: float = 0.0) -> dict[str, jax.Array]:
   """Per-example loss terms of a teacher-forced pass.
 
   Args:
@@ -99,6 +107,7 @@ def per_example_losses(output, target_frames: jax.Array, reconstruction_weight: 
     reconstruction_weight: lambda.
     kl_weight: beta.
     weights: optional per-pixel weights of the squared error [H, W, 1] (``pixel_weights``).
+    free_bits: nats per frame under which a frame's KL costs a constant (module docstring).
 
   Returns:
     dict of [B] arrays: 'loss', 'mse' (plain, mean per frame), 'kl' (mean per step), summed
@@ -112,5 +121,17 @@ def per_example_losses(output, target_frames: jax.Array, reconstruction_weight: 
     kl = mixture_kl_estimate(output.z, output.posterior_mu, output.posterior_logvar,
                              output.prior_mu, output.prior_logvar, output.prior_logits)
   error = mse if weights is None else frame_mse(output.frames, target_frames, weights)
-  loss = jnp.sum(reconstruction_weight * error + kl_weight * kl, axis=1)
+  if free_bits < 0:
+    raise ValueError(f"loss.free_bits must be >= 0 nats, got {free_bits}")
+  priced = jnp.maximum(kl, free_bits) if free_bits > 0 else kl
+  loss = jnp.sum(reconstruction_weight * error + kl_weight * priced, axis=1)
   return {"loss": loss, "mse": jnp.mean(mse, axis=1), "kl": jnp.mean(kl, axis=1)}
+
+
+def config_losses(output, target_frames: jax.Array,
+                  config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """``per_example_losses`` with the weights of ``config.loss`` (configs stored before a key
+  existed: its neutral value)."""
+  return per_example_losses(output, target_frames, config.loss.reconstruction_weight,
+                            config.loss.kl_weight, config_pixel_weights(config),
+                            config.loss.get("free_bits", 0.0))

@@ -145,8 +145,7 @@ def train_step(state: TrainState, batch, *, model, tx, config) -> tuple[TrainSta
     output, updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, frames, batch["mfcc"],
         train=True, rngs={"latent": rng}, mutable=["batch_stats"], prev_frames=prev_frames)
-    terms = losses.per_example_losses(output, frames[:, 1:], config.loss.reconstruction_weight,
-                                      config.loss.kl_weight, losses.config_pixel_weights(config))
+    terms = losses.config_losses(output, frames[:, 1:], config)
     return jnp.mean(terms["loss"]), (terms, updates["batch_stats"])
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -195,8 +194,7 @@ def eval_step(state: TrainState, batch, index, *, model, config) -> dict:
   key = jax.random.fold_in(jax.random.key(config.eval.seed), index)
   output = model.apply(variables_of(state), frames, batch["mfcc"], train=False,
                        rngs={"latent": key})
-  return losses.per_example_losses(output, frames[:, 1:], config.loss.reconstruction_weight,
-                                   config.loss.kl_weight, losses.config_pixel_weights(config))
+  return losses.config_losses(output, frames[:, 1:], config)
 
 
 def jit_train_step(config, model, tx, mesh, state_sharding):

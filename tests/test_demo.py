@@ -131,7 +131,7 @@ def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
 
   # The README's Python example runs on the demo's outputs.
   example = _readme_python_example().replace('"runs/demo', f'"{work}').replace(
-      '"data/demo/raw', f'"{tmp_path / "raw"}')
+      '"data/demo/raw_v2', f'"{tmp_path / "raw"}')
   run = subprocess.run([sys.executable, "-c", example], cwd=ROOT, capture_output=True,
                        text=True, timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from data_prep import template
 from talkface_jax import losses
 from talkface_jax.models import talkface
@@ -60,6 +61,44 @@ def test_per_example_losses_sum_over_time_and_weight_terms():
   np.testing.assert_allclose(terms["mse"], mse.mean(axis=1), rtol=1e-5)
   assert terms["loss"].shape == (b,)
   assert jax.tree.all(jax.tree.map(lambda x: np.all(np.isfinite(x)), terms))
+
+
+def test_free_bits_price_each_frame_at_least_lambda_and_stop_the_pull_below_it():
+  rng = np.random.default_rng(5)
+  b, t, z = 2, 5, 3
+  frames = jnp.asarray(rng.uniform(size=(b, t, 8, 8, 3)), jnp.float32)
+  target = jnp.asarray(rng.uniform(size=(b, t, 8, 8, 3)), jnp.float32)
+  prior_mu, logvar = jnp.zeros((b, t, z)), jnp.zeros((b, t, z))
+  # Posterior means at distances whose KLs (|mu|^2 / 2 nats) straddle lambda = 0.5.
+  mu = jnp.asarray(rng.normal(scale=1.0, size=(b, t, z)), jnp.float32)
+
+  def loss(mu_, free_bits):
+    out = talkface.TrainOutput(frames, mu_, logvar, prior_mu, logvar)
+    return losses.per_example_losses(out, target, 1.0, 0.1, free_bits=free_bits)
+
+  kl = np.asarray(0.5 * jnp.sum(jnp.square(mu), axis=-1))  # Analytic, [b, t].
+  assert (kl < 0.5).any() and (kl > 0.5).any()
+  mse = np.mean((np.asarray(frames) - np.asarray(target)) ** 2, axis=(2, 3, 4))
+  plain, free = loss(mu, 0.0), loss(mu, 0.5)
+  np.testing.assert_allclose(plain["loss"], np.sum(mse + 0.1 * kl, 1), rtol=1e-5)
+  np.testing.assert_allclose(free["loss"], np.sum(mse + 0.1 * np.maximum(kl, 0.5), 1),
+                             rtol=1e-5)
+  np.testing.assert_allclose(free["kl"], plain["kl"])  # The reported KL stays the plain one.
+  # No gradient pulls a frame under lambda towards the prior; the others are pulled as before.
+  grad = np.asarray(jax.grad(lambda m: jnp.sum(loss(m, 0.5)["loss"]))(mu))
+  below = kl < 0.5
+  np.testing.assert_array_equal(grad[below], 0.0)
+  np.testing.assert_allclose(grad[~below], 0.1 * np.asarray(mu)[~below], rtol=1e-5)
+  with pytest.raises(ValueError, match="free_bits"):
+    loss(mu, -1.0)
+  # The training and evaluation steps read it from config.loss; a config stored before the
+  # key existed prices the plain KL.
+  config = default.get_config()
+  config.model.resolution, config.loss.kl_weight, config.loss.free_bits = 8, 0.1, 0.5
+  out = talkface.TrainOutput(frames, mu, logvar, prior_mu, logvar)
+  np.testing.assert_allclose(losses.config_losses(out, target, config)["loss"], free["loss"])
+  del config.loss["free_bits"]
+  np.testing.assert_allclose(losses.config_losses(out, target, config)["loss"], plain["loss"])
 
 
 def test_region_weights_weight_the_template_boxes_and_keep_the_scale():
