@@ -185,7 +185,9 @@ def latent_bank(config: ml_collections.ConfigDict, model: talkface.TalkFace, var
     path = os.path.join(workdir, BANK_FILE.format(step=step))
     if fileio.exists(path):
       with np.load(io.BytesIO(fileio.read_bytes(path))) as stored:
-        bank, stored_clips = stored["bank"], int(stored["bank_clips"])
+        # A bank stored before its clip count was (no 'bank_clips'): -1, rebuilt.
+        bank = stored["bank"]
+        stored_clips = int(stored["bank_clips"]) if "bank_clips" in stored else -1
       if stored_clips == num_clips and bank.ndim == 3 and bank.shape[-1] == model.z_dim:
         return bank
       logging.info("%s: a bank of %d clips, shape %s; building one of %d clips", path,
