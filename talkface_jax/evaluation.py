@@ -42,6 +42,11 @@ Per clip and sample (``metrics`` owns the formulas):
   the threshold, ranked worst in the medians). Clips whose identity frame shows no face are
   left out of these figures and counted ('identity_clips_unmeasured').
 
+* on a synthetic corpus (``config.data.synthetic``), lip sync against the curve that drove
+  each face's mouth ('synthetic_lip_sync', ``data_prep.synthetic_checks``: the mouth opening
+  measured on crops upscaled to 256 px, Pearson r per sample; the same r of the ground-truth
+  frames is the measure's ceiling), over every evaluated clip and sample.
+
 Stochastic scores are reported as mean-of-K and best-of-K (each metric ranks the samples by
 itself, as SVG does for SSIM). Results go to ``WORKDIR/eval_<step>.json``, to TensorBoard
 (``eval/...`` scalars); ``format_table`` prints them.
@@ -70,6 +75,7 @@ from clu import metric_writers
 from data_prep import build
 from data_prep import face
 from data_prep import fileio
+from data_prep import synthetic_checks
 import talkface_jax.errors as errors
 import talkface_jax.inference as inference
 import talkface_jax.input_pipeline as input_pipeline
@@ -351,7 +357,8 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
     the score of a model that moves nothing), 'num_clips', 'num_samples', 'frames_scored',
     'clip_ids', 'skipped' (clip id -> reason for clips under 3 frames, which have no lip-sync
     r); with ``seen_speakers``, 'seen' and 'unseen': the same figures over the clips of that
-    kind (only 'num_clips', 'clip_ids' and 'speakers' when it has none) plus its 'speakers'.
+    kind (only 'num_clips', 'clip_ids' and 'speakers' when it has none) plus its 'speakers';
+    on a synthetic corpus, 'synthetic_lip_sync' (``synthetic_lip_sync``, all clips).
     Processes other than 0 return None.
   """
   import tqdm  # pylint: disable=g-import-not-at-top
@@ -387,6 +394,9 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)
   results = {**_summarize_clips(clips, scored), "num_samples": num_samples, "skipped": skipped}
+  sync = synthetic_lip_sync(config, clips, stochastic_videos)
+  if sync is not None:
+    results["synthetic_lip_sync"] = sync
   if seen_speakers is not None:
     seen_speakers = set(seen_speakers)
     for kind in KINDS:
@@ -394,6 +404,22 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
                  if (clip["speaker"] in seen_speakers) == (kind == "seen")]
       results[kind] = _summarize_clips([clips[i] for i in members], [scored[i] for i in members])
   return results
+
+
+def synthetic_lip_sync(config: ml_collections.ConfigDict, clips: list[dict],
+                       videos: list[np.ndarray]) -> dict | None:
+  """Lip sync of every evaluated clip's K samples against the curve that drove the synthetic
+  face's mouth (``data_prep.synthetic_checks.lip_sync``: 'per_clip', 'sample_r_mean',
+  'sample_r_min', 'truth_frames_r'), or None when the corpus is not synthetic or its
+  ``ground_truth/`` curves are not on disk (a warning says so)."""
+  if not config.data.get("synthetic"):
+    return None
+  truth_dir = os.path.join(config.data.raw_dir, "ground_truth")
+  if not os.path.isdir(truth_dir):
+    logging.warning("%s is missing: lip sync against the synthetic curves is not measured.",
+                    truth_dir)
+    return None
+  return synthetic_checks.lip_sync(config.data.raw_dir, clips, videos)
 
 
 def _summarize_clips(clips: list[dict], scored: list[tuple]) -> dict:

@@ -81,6 +81,16 @@ def test_seeds_table_marks_each_target(tmp_path, capsys):
   assert lines[2].endswith("| 0.0507 / 0.853 | 0.778 / 0.53 |")
   assert lines[3].endswith("| - / - | 0.778 / 0.53 |")
   assert len({line.count("|") for line in lines}) == 1
+  # Lip sync over every evaluated clip, where the evaluation measured it, outranks the 3
+  # sampled clips' (runs from before have only the latter).
+  metrics = _demo_metrics()
+  metrics["evaluation"]["synthetic_lip_sync"] = {
+      "sample_r_mean": 0.79, "sample_r_min": 0.41, "truth_frames_r": 0.81,
+      "per_clip": {c: {"truth_frames_r": 0.81} for c in "abc"}}
+  every = seeds.figures(metrics)
+  assert (every["sync_r_mean"], every["sync_r_min"], every["sync_clips"]) == (0.79, 0.41, 3)
+  assert [n for n, _, t in seeds.TARGETS if seeds.check(t, every) == "NO"] == [
+      "sync r mean", "sync r min"]
   # --report_only reads finished runs back from <root>/seed<S>_<impl>/metrics.json.
   (tmp_path / "seed0_auto").mkdir()
   (tmp_path / "seed0_auto" / "metrics.json").write_text(json.dumps(_demo_metrics()))

@@ -94,6 +94,12 @@ def test_demo_writes_every_artefact_and_prepares_once(tmp_path):
   # on the crops upscaled to 256 px (0.40 on the 64 px crops); the full demo's 8 held-out
   # clips average 0.87 (BENCHMARKS.md).
   assert sync["truth_frames_r"] > 0.3
+  # The evaluation measures the same lip sync on every evaluated clip (here the same one).
+  every = evaluation["synthetic_lip_sync"]
+  assert len(every["per_clip"]) == config.eval.num_clips
+  assert all(len(c["sample_r"]) == config.eval.num_samples for c in every["per_clip"].values())
+  assert every["truth_frames_r"] == pytest.approx(sync["truth_frames_r"])
+  assert "lip sync r vs the synthetic curve (evaluated clips: 1)" in first.stdout
   blinks = metrics["synthetic_blinks"]
   assert sorted(blinks["per_clip"]) == sorted(sync["per_clip"])
   for clip in blinks["per_clip"].values():

@@ -77,6 +77,28 @@ def test_score_clip_on_the_truth_and_on_a_mouth_only_change(aligned_clip):
   np.testing.assert_array_equal(scores["mse_eyes"], 0.0)  # The eyes were left alone.
 
 
+def test_synthetic_lip_sync_of_every_clip_or_none(aligned_clip, tmp_path, caplog):
+  from data_prep import synthetic_checks  # pylint: disable=g-import-not-at-top
+  config = grid.get_config()
+  config.data.raw_dir = str(tmp_path)
+  frames = aligned_clip["frames"]
+  videos = [np.stack([frames, frames[::-1]])]
+  assert evaluation.synthetic_lip_sync(config, [aligned_clip], videos) is None  # Not synthetic.
+  config.data.synthetic = {"num_speakers": 1}
+  assert evaluation.synthetic_lip_sync(config, [aligned_clip], videos) is None  # No curves.
+  assert "ground_truth is missing" in caplog.text
+  # Curves that are the measure of the clip's own frames: the truth and the first sample
+  # follow them exactly, the time-reversed second sample does not.
+  mouth = synthetic_checks.mouth_measure(frames)
+  os.makedirs(tmp_path / "ground_truth" / "s0")
+  np.savez(tmp_path / "ground_truth" / "s0" / "astro.npz", mouth_open=mouth,
+           eye_open=np.ones_like(mouth))
+  sync = evaluation.synthetic_lip_sync(config, [aligned_clip], videos)
+  assert sync["truth_frames_r"] == pytest.approx(1.0)
+  assert sync["per_clip"]["s0/astro"]["sample_r"][0] == pytest.approx(1.0)
+  assert sync["sample_r_min"] == sync["per_clip"]["s0/astro"]["sample_r"][1] < 0.9
+
+
 def test_identity_of_the_same_face_another_person_and_no_face(aligned_clip):
   frames = aligned_clip["frames"]  # The astronaut, 6 frames of a moving head.
   hopper = fixtures_raw.grace_hopper()
