@@ -23,9 +23,11 @@ the prior, or the predictor fed its own frames).
 Every figure comes from the evaluation (all held-out clips, K samples each,
 ``eval_<step>.json`` as copied into ``metrics.json``). Different ``conv_impl`` values give
 different float rounding, so together with the seeds they test whether the behaviour is a
-property of the system or of one lucky run.
+property of the system or of one lucky run. The default pair is ``xla,eigen``: ``auto`` picks
+one of the two by timing (``train.choose_conv_impl``), so on some CPUs it would repeat
+``xla``; the runs of BENCHMARKS.md named ``auto`` before 2026-12-03 (fifth session) used Eigen.
 
-  python -m benchmarks.seeds --seeds=0,1,2 --conv_impls=xla,auto --root=runs/seeds \\
+  python -m benchmarks.seeds --seeds=0,1,2 --conv_impls=xla,eigen --root=runs/seeds \\
       [--override=--config.model.prior=learned ...] [--report_only | --remeasure]
 
 ``--remeasure`` samples each finished run again from its checkpoint and measures it with the
@@ -212,7 +214,7 @@ def regenerate(source: str, workdir: str, overrides: list[str]) -> None:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--conv_impls", default="xla,auto")
+  parser.add_argument("--conv_impls", default="xla,eigen")
   parser.add_argument("--root", default="runs/seeds", help="One workdir per run under it.")
   parser.add_argument("--override", action="append", default=[],
                       help="Extra run_experiment flag, e.g. --override=--config.model.prior=learned")

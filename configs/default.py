@@ -57,10 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Compute dtype: float32, or bfloat16 on GPU/TPU.
   # Convolutions (ops/conv.py): xla (XLA's defaults: YNNPACK on CPU) | fast_wgrad (matmul
   # weight gradients, every layer) | eigen (on CPU, XLA's convolutions compiled to Eigen
-  # instead of YNNPACK, whose weight gradient is slow on large maps) | auto (eigen on CPU where
-  # the jaxlib has its option, else matmul weight gradients on maps >= 32x32; native on
-  # GPU/TPU). grid.py/lrw.py use auto (release-size train step, BENCHMARKS.md "Train step vs
-  # the PyTorch peer"); the small demo/tiny models were not re-measured and keep xla.
+  # instead of YNNPACK, whose weight gradient is slow on large maps) | auto (training on one
+  # CPU process: xla or eigen, whichever trains faster in a short probe of whole steps at
+  # start-up, train.choose_conv_impl, kept by the workdir; otherwise eigen on CPU where the
+  # jaxlib has its option, else fast_wgrad; native on GPU/TPU). The two compute the same
+  # maths with other rounding. grid.py, lrw.py, synthetic.py and demo.py use auto
+  # (BENCHMARKS.md "Train step vs the PyTorch peer", "demo"); the tiny variants xla.
   config.model.conv_impl = "xla"
   # The prior of z_t: 'audio' is the paper's q_a(z_t | a_1..t), z_t drawn afresh each frame;
   # 'learned' is SVG-LP's learned prior, whose LSTM also sees the previous frame's code

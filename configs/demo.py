@@ -57,6 +57,13 @@ def get_config(variant: str = ""):
   config.model.audio_hidden = 256
   config.model.audio_dim = 64
   config.model.audio_bn_relu = True  # Lets the audio encoder learn within minutes.
+  # Since 2026-12-03: XLA's or Eigen's convolutions, whichever trains faster in a probe of
+  # whole steps at start-up (train.choose_conv_impl; ~1 min). With XLA's alone the 800 steps
+  # took 16 min 40 s on an Intel Xeon (AVX-512 + AMX), past the demo's 20 minutes, where
+  # Eigen's are ~1.3x faster; on an AVX2 EPYC XLA's were the faster (BENCHMARKS.md, "demo").
+  # The two compute the same maths with other rounding; the issue-11 figures below were
+  # measured with both (`xla` and `auto`, which meant Eigen on those CPUs).
+  config.model.conv_impl = "auto"
   # Beyond the paper (configs/grid.py and lrw.py keep its audio prior): SVG-LP's learned prior
   # (it also sees the previous generated frame, so it can continue a blink it started) and
   # AR(1) generation noise with rho 0.9 (a draw persists ~19 frames instead of 1). Chosen by
@@ -154,6 +161,7 @@ def apply_tiny(config):
   config.data.seq_len = 6
   config.data.shuffle_buffer = 8
   default.apply_tiny_model(config.model)
+  config.model.conv_impl = "xla"  # No probe: tests/test_train.py tests it.
   config.train.batch_size = 2
   config.train.num_steps = 4
   config.train.log_every = 2

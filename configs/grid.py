@@ -14,7 +14,10 @@ def get_config(variant: str = ""):
   config.data.raw_dir = "data/raw/grid"
   config.data.dataset = "grid"
   config.data.seq_len = 75
-  config.model.conv_impl = "auto"  # Eigen convolutions on CPU (ops/conv.py); native on GPU/TPU.
+  # On CPU the faster of XLA's and Eigen's convolutions in a probe of whole steps at start-up
+  # (train.choose_conv_impl; Eigen by 2.4x at these widths on every CPU measured); native
+  # convolutions on GPU/TPU.
+  config.model.conv_impl = "auto"
   if variant == "tiny":
     apply_tiny(config)
   elif variant:

@@ -67,9 +67,11 @@ def get_config(variant: str = ""):
   # 0.16 / 0.13, without it 0.22 / 0.24 against 0.19 / 0.16.
   config.data.audio_norm = "clip"
 
-  # Eigen convolutions on CPU (ops/conv.py; XLA elsewhere): 0.60 vs 0.80 s per step of this
-  # model with `xla` (interleaved, idle Intel Xeon AVX-512, BENCHMARKS.md "At a glance").
-  # The figures in the docstring were measured with `xla` (the same maths, other rounding).
+  # The faster convolution library of a short probe at start-up (train.choose_conv_impl):
+  # Eigen took 0.60 vs 0.80 s per step of this model with `xla` (interleaved, idle Intel Xeon
+  # AVX-512, BENCHMARKS.md "At a glance"); on the AVX2 EPYC `xla` was the faster at these
+  # widths (the demo's model of 2026-12-01: 101 vs 88 predicted frames/s). Figures in
+  # BENCHMARKS.md name the library they were measured with (the same maths, other rounding).
   config.model.conv_impl = "auto"
 
   # 4800 steps (BENCHMARKS.md, "Per-clip MFCC normalisation"): unseen speakers' lip sync r

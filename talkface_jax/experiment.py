@@ -74,7 +74,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
       prepare.ensure_shards(config)
     except (ValueError, FileNotFoundError) as e:  # data_prep's errors: the config's data.
       raise errors.UserError(str(e)) from e
-  state = train.train_and_evaluate(config, workdir)
+  # 'auto': timed here (whole steps), the choice kept by the workdir's stored config.
+  config, train_fn = train.choose_conv_impl(config, workdir)
+  state = train.train_and_evaluate(config, workdir, train_fn)
   if int(state.step) < config.train.num_steps:
     logging.info("Training stopped at step %d of %d: evaluation and samples come when it "
                  "resumes and finishes.", int(state.step), config.train.num_steps)

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import flax
@@ -23,6 +24,7 @@ import tqdm
 from absl import logging
 from clu import metric_writers, periodic_actions
 
+from data_prep import schema
 import talkface_jax.checkpointing as checkpointing
 import talkface_jax.errors as errors
 import talkface_jax.inference as inference
@@ -214,6 +216,92 @@ def jit_eval_step(config, model, mesh, state_sharding):
 
 
 # -------------------------------------------------------------------------------------------------
+# The convolution library, chosen by timing whole steps.
+# -------------------------------------------------------------------------------------------------
+
+PROBE_TIMED_STEPS = 2  # Per candidate, after one warm-up step; interleaved, the fastest kept.
+
+
+def choose_conv_impl(config: ml_collections.ConfigDict, workdir: str):
+  """Resolves ``model.conv_impl='auto'`` for this run by a short probe.
+
+  On CPU in one process, 'auto' times whole train steps of this very config (its model, batch
+  and loop, on a fresh state and a batch of the run's shapes) with XLA's default convolutions
+  ('xla': YNNPACK in jaxlib 0.10) and with the alternative that ``conv.resolve_impl('auto')``
+  names ('eigen', or 'fast_wgrad' where the jaxlib lacks Eigen's compile option): one
+  warm-up step and ``PROBE_TIMED_STEPS`` timed steps each, interleaved, and keeps the faster.
+  Which is faster depends on the CPU and the widths (BENCHMARKS.md: at release widths Eigen
+  is 2.4x faster on every CPU measured; the demo's narrow model is 1.3x faster with Eigen on
+  an Intel Xeon and 1.15x slower on an AVX2 EPYC), so no fixed rule is right on every machine.
+  The winner's compiled step is the one training runs, so the probe costs one compilation
+  of the train step (the loser's) and a few steps.
+
+  A workdir whose stored config already holds a resolved choice keeps it without probing: a
+  resumed run computes as it did. Elsewhere (GPU/TPU, several processes, which must all run
+  one program) 'auto' is left to ``conv.resolve_impl``'s rule. Any other value is used as is.
+
+  Returns:
+    (config, train_fn): ``config`` itself or a copy whose ``model.conv_impl`` is the choice;
+    the chosen compiled train step (``jit_train_step``'s program) when a probe ran, else None.
+  """
+  if (config.model.conv_impl != "auto" or jax.default_backend() != "cpu"
+      or jax.process_count() > 1):
+    return config, None
+  stored = workdir_lib.read_config(workdir)
+  stored_impl = stored.model.get("conv_impl") if stored is not None else None
+  if stored_impl in conv.IMPLS and stored_impl != "auto":
+    logging.info("model.conv_impl=auto: %s, as chosen when %s began.", stored_impl, workdir)
+    return _with_conv_impl(config, stored_impl), None
+  candidates = ["xla", conv.resolve_impl("auto")]
+  seconds, steps = _time_train_steps(config, candidates)
+  choice = min(candidates, key=seconds.__getitem__)
+  line = (f"model.conv_impl=auto: {choice} (whole train steps on this machine, s/step: "
+          + ", ".join(f"{impl} {seconds[impl]:.3g}" for impl in candidates) + ")")
+  logging.info("%s", line)
+  tqdm.tqdm.write(line, file=sys.stderr)
+  return _with_conv_impl(config, choice), steps[choice]
+
+
+def _with_conv_impl(config: ml_collections.ConfigDict, impl: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.conv_impl = impl
+  return config
+
+
+def _time_train_steps(config: ml_collections.ConfigDict, impls: list[str]):
+  """(seconds per step, compiled step) per conv impl: the fastest of the timed steps each."""
+  mesh = parallel.make_mesh(config)
+  tx = make_optimizer(config)
+  state = create_train_state(config, talkface.build_model(config.model), tx, mesh)
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  fresh_copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding)
+  batch_size = parallel.local_batch_size(config.train.batch_size, mesh)
+  shape = (batch_size, config.data.seq_len)
+  rng = np.random.default_rng(0)
+  batch = parallel.global_batch({
+      "frames": rng.integers(0, 256, shape + (config.model.resolution,) * 2 + (3,),
+                             dtype=np.uint8),
+      "mfcc": rng.standard_normal(shape + (schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS),
+                                  dtype=np.float32)}, mesh)
+  steps = {}
+  for impl in impls:
+    impl_config = _with_conv_impl(config, impl)
+    jitted = jit_train_step(impl_config, talkface.build_model(impl_config.model), tx, mesh,
+                            state_sharding)
+    steps[impl] = jitted.lower(state, batch).compile()
+  seconds = {impl: [] for impl in impls}
+  for round_ in range(1 + PROBE_TIMED_STEPS):
+    for impl in impls:
+      donated = fresh_copy(state)  # The step donates (consumes) its state.
+      jax.block_until_ready(donated)
+      start = time.perf_counter()
+      jax.block_until_ready(steps[impl](donated, batch))
+      if round_ > 0:  # The first round warms up.
+        seconds[impl].append(time.perf_counter() - start)
+  return {impl: min(times) for impl, times in seconds.items()}, steps
+
+
+# -------------------------------------------------------------------------------------------------
 # The loop.
 # -------------------------------------------------------------------------------------------------
 
@@ -316,8 +404,12 @@ def check_writable(workdir: str) -> None:
                            f"({e.strerror or e})") from e
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       train_fn=None) -> TrainState:
   """Trains (resuming from ``workdir`` if it holds checkpoints), evaluates and samples.
+
+  ``train_fn``: the train step already compiled for this config (``choose_conv_impl``'s),
+  else it is jitted here.
 
   Stops early, after saving a checkpoint of the last completed step, on SIGTERM or SIGINT
   (single process) or a preemption notice (JAX's service, multi-process), raising
@@ -354,7 +446,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       tqdm.tqdm.write(resumed, file=sys.stderr)
   first_step = int(state.step)
 
-  train_fn = jit_train_step(config, model, tx, mesh, state_sharding)
+  if train_fn is None:
+    train_fn = jit_train_step(config, model, tx, mesh, state_sharding)
   eval_fn = jit_eval_step(config, model, mesh, state_sharding)
   batches = parallel.prefetch_to_device(pipeline.train_batches(position), mesh,
                                         config.data.device_prefetch)

@@ -7,7 +7,9 @@ import pytest
 
 from configs import grid
 from talkface_jax import checkpointing, errors, parallel, train
+from talkface_jax import workdir as workdir_lib
 from talkface_jax.models import talkface
+from talkface_jax.ops import conv
 from tests import shard_fixtures
 
 
@@ -197,3 +199,57 @@ def test_eigen_conv_step_equals_the_xla_step():
   assert xla_metrics["grad_norm"] > 0
   for key in xla_metrics:
     np.testing.assert_allclose(eigen_metrics[key], xla_metrics[key], rtol=1e-4, atol=1e-6)
+
+
+def test_auto_conv_impl_keeps_the_faster_step_and_the_workdir_keeps_the_choice(
+    tmp_path, monkeypatch):
+  """choose_conv_impl: 'auto' becomes whichever whole step the probe timed faster, with that
+  step's compiled program; a workdir that stored a choice keeps it without a probe; explicit
+  values pass through untouched."""
+  alternative = conv.resolve_impl("auto")  # 'eigen' on this jaxlib, else 'fast_wgrad'.
+  config = grid.get_config("tiny")
+  config.model.conv_impl = "auto"
+  for fast, slow in (("xla", alternative), (alternative, "xla")):
+    monkeypatch.setattr(train, "_time_train_steps", lambda c, impls, fast=fast, slow=slow: (
+        {fast: 1.0, slow: 2.0}, {impl: f"compiled {impl}" for impl in impls}))
+    chosen, step = train.choose_conv_impl(config, str(tmp_path / "fresh"))
+    assert (chosen.model.conv_impl, step) == (fast, f"compiled {fast}")
+    assert config.model.conv_impl == "auto"  # The caller's config is not changed.
+
+  def no_probe(*args):
+    raise AssertionError("probed")
+
+  monkeypatch.setattr(train, "_time_train_steps", no_probe)
+  stored = grid.get_config("tiny")
+  stored.model.conv_impl = alternative
+  workdir_lib.write_config(str(tmp_path / "resumed"), stored)
+  chosen, step = train.choose_conv_impl(config, str(tmp_path / "resumed"))
+  assert (chosen.model.conv_impl, step) == (alternative, None)
+  explicit = grid.get_config("tiny")  # conv_impl='xla'
+  assert train.choose_conv_impl(explicit, str(tmp_path / "fresh")) == (explicit, None)
+
+
+@pytest.mark.slow  # Three compilations of the tiny train step, two short training runs.
+def test_training_with_the_probed_step_equals_training_with_its_choice(tmp_path):
+  """The probe's compiled step (timed on a fresh state and a random batch) takes the loop's
+  restored state and pipeline batches, and trains exactly as the loop's own jit of the chosen
+  impl; the run's stored config keeps the choice."""
+  data_dir = str(tmp_path / "data")
+  from data_prep import shards  # pylint: disable=g-import-not-at-top
+  shards.write_dataset(data_dir, {"train": [shard_fixtures.make_clip(i, 8, 64)
+                                            for i in range(8)]}, 64)
+  config = grid.get_config("tiny")
+  config.data.dir = data_dir
+  config.data.eval_split = "train"
+  config.train.num_steps = 3
+  config.model.conv_impl = "auto"
+  probed, train_fn = train.choose_conv_impl(config, str(tmp_path / "probed"))
+  assert probed.model.conv_impl in ("xla", conv.resolve_impl("auto")) and train_fn is not None
+  with_probe = train.train_and_evaluate(probed, str(tmp_path / "probed"), train_fn)
+  plain = train.train_and_evaluate(probed, str(tmp_path / "plain"))
+  assert int(with_probe.step) == int(plain.step) == 3
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(with_probe.params),
+               jax.device_get(plain.params))
+  stored = workdir_lib.read_config(str(tmp_path / "probed"))
+  assert stored.model.conv_impl == probed.model.conv_impl
+  assert train.choose_conv_impl(config, str(tmp_path / "probed"))[1] is None
