@@ -58,9 +58,11 @@ def get_config(variant: str = ""):
   config.model.audio_dim = 64
   config.model.audio_bn_relu = True  # Lets the audio encoder learn within minutes.
   # Since 2026-12-03: XLA's or Eigen's convolutions, whichever trains faster in a probe of
-  # whole steps at start-up (train.choose_conv_impl; ~1 min). With XLA's alone the 800 steps
-  # took 16 min 40 s on an Intel Xeon (AVX-512 + AMX), past the demo's 20 minutes, where
-  # Eigen's are ~1.3x faster; on an AVX2 EPYC XLA's were the faster (BENCHMARKS.md, "demo").
+  # whole steps at start-up (train.choose_conv_impl: one more compilation and six steps).
+  # With XLA's alone the 800 steps took 16 min 40 s on an Intel Xeon (AVX-512 + AMX), past
+  # the demo's 20 minutes; there the probe picks Eigen's (1.25x) and the whole demo takes
+  # 15 min 26 s; on an AVX2 EPYC XLA's were the faster (BENCHMARKS.md, "The convolution
+  # library chosen by a probe").
   # The two compute the same maths with other rounding; the issue-11 figures below were
   # measured with both (`xla` and `auto`, which meant Eigen on those CPUs).
   config.model.conv_impl = "auto"

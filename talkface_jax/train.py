@@ -231,8 +231,8 @@ def choose_conv_impl(config: ml_collections.ConfigDict, workdir: str):
   names ('eigen', or 'fast_wgrad' where the jaxlib lacks Eigen's compile option): one
   warm-up step and ``PROBE_TIMED_STEPS`` timed steps each, interleaved, and keeps the faster.
   Which is faster depends on the CPU and the widths (BENCHMARKS.md: at release widths Eigen
-  is 2.4x faster on every CPU measured; the demo's narrow model is 1.3x faster with Eigen on
-  an Intel Xeon and 1.15x slower on an AVX2 EPYC), so no fixed rule is right on every machine.
+  is 2.4x faster on every CPU measured; the demo's narrow model is 1.25x faster with Eigen
+  on an Intel Xeon and 1.15x slower on an AVX2 EPYC), so no fixed rule is right on every machine.
   The winner's compiled step is the one training runs, so the probe costs one compilation
   of the train step (the loser's) and a few steps.
 
