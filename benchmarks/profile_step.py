@@ -234,7 +234,7 @@ def _step_fn(config):
   state = train.create_train_state(config, model, tx, mesh)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
                  compiler_options=conv.compiler_options(config.model.conv_impl))
-  return step, (state, train_bench.random_batch(config, mesh))
+  return step, (state, train.random_batch(config, mesh))
 
 
 if __name__ == "__main__":

@@ -71,15 +71,6 @@ def matmul_peak_gflops(dtype: str = "float32", n: int = 0, reps: int = 5) -> flo
   return 2 * n**3 / min(times) / 1e9
 
 
-def random_batch(config, mesh) -> dict[str, jax.Array]:
-  """A seeded random global batch of ``config``'s shapes (frames uint8, MFCC windows)."""
-  b, t, r = config.train.batch_size, config.data.seq_len, config.model.resolution
-  rng = np.random.default_rng(0)
-  return parallel.global_batch({
-      "frames": rng.integers(0, 256, (b, t, r, r, 3), dtype=np.uint8),
-      "mfcc": rng.normal(size=(b, t, 28, 12)).astype(np.float32)}, mesh)
-
-
 def predicted_frames(config) -> int:
   """Frames a training step predicts: B x (T-1) (frame 0 of each sequence is the identity)."""
   return config.train.batch_size * (config.data.seq_len - 1)
@@ -99,7 +90,7 @@ def prepare(config):
   state = train.create_train_state(config, model, tx, mesh)
   step_fn = train.jit_train_step(config, model, tx, mesh, jax.tree.map(lambda x: x.sharding,
                                                                        state))
-  batch = random_batch(config, mesh)
+  batch = train.random_batch(config, mesh)
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - start

@@ -262,6 +262,18 @@ def choose_conv_impl(config: ml_collections.ConfigDict, workdir: str):
   return _with_conv_impl(config, choice), steps[choice]
 
 
+def random_batch(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.Array]:
+  """A seeded random global batch of ``config``'s training shapes (frames uint8, MFCC
+  windows): for timing steps without data (the probe above, ``benchmarks/``)."""
+  shape = (parallel.local_batch_size(config.train.batch_size, mesh), config.data.seq_len)
+  rng = np.random.default_rng(0)
+  return parallel.global_batch({
+      "frames": rng.integers(0, 256, shape + (config.model.resolution,) * 2 + (3,),
+                             dtype=np.uint8),
+      "mfcc": rng.normal(size=shape + (schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS)
+                         ).astype(np.float32)}, mesh)
+
+
 def _with_conv_impl(config: ml_collections.ConfigDict, impl: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.conv_impl = impl
@@ -275,14 +287,7 @@ def _time_train_steps(config: ml_collections.ConfigDict, impls: list[str]):
   state = create_train_state(config, talkface.build_model(config.model), tx, mesh)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
   fresh_copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding)
-  batch_size = parallel.local_batch_size(config.train.batch_size, mesh)
-  shape = (batch_size, config.data.seq_len)
-  rng = np.random.default_rng(0)
-  batch = parallel.global_batch({
-      "frames": rng.integers(0, 256, shape + (config.model.resolution,) * 2 + (3,),
-                             dtype=np.uint8),
-      "mfcc": rng.standard_normal(shape + (schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS),
-                                  dtype=np.float32)}, mesh)
+  batch = random_batch(config, mesh)
   steps = {}
   for impl in impls:
     impl_config = _with_conv_impl(config, impl)
