@@ -5,10 +5,19 @@ BENCHMARKS.md carries the CPU it was measured on. The ISA matters as much as the
 XLA and PyTorch pick different kernels on AVX2 and AVX-512 machines (a 2048^3 f32 matmul is
 ~3x faster on an AVX-512 Zen 5 than on an AVX2 EPYC of the same core count), so speed ratios
 measured on one kind need not hold on the other.
+
+A virtual machine's speed also changes with its host's state: the same Intel Xeon VM ran our
+128 px step 1.84x slower six hours after a first run, its matmul 1.32x (BENCHMARKS.md, run 6).
+``cpu_ticks`` / ``steal_share`` (time the hypervisor gave to other guests) and
+``copy_bandwidth_gbs`` (memory bandwidth, shared with the host's other guests) let a
+benchmark record that state beside its figures.
 """
 
 import os
 import platform
+import time
+
+import numpy as np
 
 # Flag names as /proc/cpuinfo (and lscpu) spell them, best first.
 _ISA_LEVELS = (
@@ -48,6 +57,45 @@ def cpu_isa(cpuinfo: str | None = None) -> str:
 def load() -> str:
   """The 1-, 5- and 15-minute load averages ("2.01 1.50 0.90"); ~core count = machine busy."""
   return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_ticks(stat: str | None = None) -> tuple[int, int]:
+  """(steal, total) jiffies of all CPUs since boot, from /proc/stat's "cpu" line ((0, 0)
+  where there is none). Two readings bracket an interval: ``steal_share``."""
+  if stat is None:
+    try:
+      with open("/proc/stat", encoding="ascii") as f:
+        stat = f.readline()
+    except OSError:
+      return 0, 0
+  fields = stat.split()
+  if not fields or fields[0] != "cpu":
+    return 0, 0
+  # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
+  # already counted in user and nice, so the total is the first eight.
+  values = [int(v) for v in fields[1:9]]
+  return (values[7] if len(values) > 7 else 0), sum(values)
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+  """Share of the CPUs' time between two ``cpu_ticks`` readings that the hypervisor gave to
+  other guests (0 on bare metal; a few % is a busy host)."""
+  total = after[1] - before[1]
+  return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
+def copy_bandwidth_gbs(megabytes: int = 256, reps: int = 3) -> float:
+  """Best-of-``reps`` memory bandwidth of a one-thread copy of ``megabytes`` of float32, in
+  GB/s counting the bytes read and written."""
+  src = np.ones(megabytes * 2**20 // 4, np.float32)
+  dst = np.empty_like(src)
+  np.copyto(dst, src)  # Fault the pages in before timing.
+  best = float("inf")
+  for _ in range(reps):
+    start = time.perf_counter()
+    np.copyto(dst, src)
+    best = min(best, time.perf_counter() - start)
+  return 2 * src.nbytes / best / 1e9
 
 
 def describe() -> str:

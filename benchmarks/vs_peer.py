@@ -13,7 +13,8 @@ Printed per contestant: step time, predicted frames/s, GFLOP per predicted frame
 cost analysis of the compiled step, every op; the peer: torch's FlopCounterMode, convolutions
 and matmuls of forward and backward) and the achieved share of a jitted f32 2048^3 matmul
 timed in every round beside the steps; then the ratio of the fastest peer's step time to each contestant's
-(> 1: faster than the peer). The peer runs with one torch thread per core and with one
+(> 1: faster than the peer). Each round also records the host's state (``machine``): a
+one-thread memory copy's bandwidth and the share of CPU time stolen by the hypervisor. The peer runs with one torch thread per core and with one
 thread: on a machine that other jobs share, torch's OpenMP threads wait on each other and one
 thread can be 2-4x faster than two, so the peer's best is the fair reference.
 
@@ -72,20 +73,27 @@ def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads,
     run()  # Warm-up.
     contestants[f"ours {impl}"] = (run, info["flops"])
   times = {name: [] for name in contestants}
-  peaks = []
+  peaks, bandwidths, steals = [], [], []
   for rep in range(reps):
     print(f"  {resolution} px: timed round {rep + 1}/{reps}", file=sys.stderr, flush=True)
+    ticks = machine.cpu_ticks()
     peaks.append(train_step.matmul_peak_gflops("float32", reps=3))
+    bandwidths.append(machine.copy_bandwidth_gbs())
     for name, (run, _) in contestants.items():
       start = time.perf_counter()
       run()
       times[name].append(time.perf_counter() - start)
+    steals.append(machine.steal_share(ticks, machine.cpu_ticks()))
   frames = batch * (seq_len - 1)
   medians = {name: float(np.median(t)) for name, t in times.items()}
   peer_s = min(t for name, t in medians.items() if name.startswith("torch"))
   peak = float(np.median(peaks))
   print(f"{resolution:4d} {'f32 matmul 2048^3':18s} {'':8s} {'':10s} {'':12s} {peak:8.1f} "
         f"{100.0:6.1f}%  {'':8s} [{', '.join(f'{p:.0f}' for p in peaks)} GFLOP/s]", flush=True)
+  # The host's state in each round: a VM's speed changes with its neighbours (machine.py).
+  print(f"{resolution:4d} {'host per round':18s} memory copy "
+        f"[{', '.join(f'{b:.1f}' for b in bandwidths)}] GB/s, steal "
+        f"[{', '.join(f'{100 * s:.1f}' for s in steals)}] %", flush=True)
   for name, (_, flops) in contestants.items():
     step_s = medians[name]
     gflops = flops / step_s / 1e9

@@ -1,4 +1,4 @@
-"""benchmarks.machine: CPU model and ISA from /proc/cpuinfo text."""
+"""benchmarks.machine: CPU model and ISA from /proc/cpuinfo text; the host-state probes."""
 
 from benchmarks import machine
 
@@ -24,3 +24,17 @@ def test_model_and_isa_from_cpuinfo():
 def test_describe_names_this_machine():
   line = machine.describe()
   assert line.startswith("cpu=") and " isa=" in line and " load=" in line
+
+
+def test_steal_share_from_proc_stat_lines():
+  # user nice system idle iowait irq softirq steal guest guest_nice
+  before = machine.cpu_ticks("cpu  100 0 50 800 10 0 5 35 20 0\n")
+  after = machine.cpu_ticks("cpu  400 0 100 1300 10 0 5 185 90 0\n")
+  assert before == (35, 1000) and after == (185, 2000)  # Guest time is inside user.
+  assert machine.steal_share(before, after) == 0.15
+  assert machine.cpu_ticks("intr 1 2 3") == (0, 0)
+  assert machine.steal_share((0, 0), (0, 0)) == 0.0
+
+
+def test_copy_bandwidth_is_a_plausible_rate():
+  assert 0.1 < machine.copy_bandwidth_gbs(megabytes=8, reps=2) < 10_000
