@@ -12,11 +12,12 @@ medians are compared. Both train on the same shapes: the release's batch of 5 se
 Printed per contestant: step time, predicted frames/s, GFLOP per predicted frame (ours: XLA's
 cost analysis of the compiled step, every op; the peer: torch's FlopCounterMode, convolutions
 and matmuls of forward and backward) and the achieved share of a jitted f32 2048^3 matmul
-timed in every round beside the steps; then the ratio of the fastest peer's step time to each contestant's
-(> 1: faster than the peer). Each round also records the host's state (``machine``): a
-one-thread memory copy's bandwidth and the share of CPU time stolen by the hypervisor. The peer runs with one torch thread per core and with one
-thread: on a machine that other jobs share, torch's OpenMP threads wait on each other and one
-thread can be 2-4x faster than two, so the peer's best is the fair reference.
+timed in every round beside the steps; then the ratio of the fastest peer's step time to
+each contestant's (> 1: faster than the peer). Each round also records the host's state
+(``machine``): a one-thread memory copy's bandwidth and the share of CPU time stolen by the
+hypervisor. The peer runs with one torch thread per core and with one thread: on a machine
+that other jobs share, torch's OpenMP threads wait on each other and one thread can be 2-4x
+faster than two, so the peer's best is the fair reference.
 
 At 64x64 the two models differ: the release's 64 px net is SVG-LP's (2-3 convs per scale),
 ours is the 128 px net with one stage fewer, so the ratio there compares the two programs as
