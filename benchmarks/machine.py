@@ -11,10 +11,21 @@ A virtual machine's speed also changes with its host's state: the same Intel Xeo
 ``cpu_ticks`` / ``steal_share`` (time the hypervisor gave to other guests) and
 ``copy_bandwidth_gbs`` (memory bandwidth, shared with the host's other guests) let a
 benchmark record that state beside its figures.
+
+Memory returned to the kernel is the other part of that state. Our 128 px train step
+allocates a 3.7 GB temporary buffer and ~3 GB of outputs per step; glibc serves each from a
+fresh ``mmap`` (allocations over 64 MB on a thread's arena always are) and unmaps it
+afterwards, so every step touches ~900,000 new pages (BENCHMARKS.md, run 8). Where the VM's
+balloon device reports freed pages to the host (``free_page_reporting``), the host discards
+them and each step's page faults cost it work too: 3-40 s of system time per step on the
+Xeon VM of runs 5-8, depending on the host. ``process_usage`` counts a step's faults and
+system time; ``RETAIN_TUNABLES`` (``exec_with_tunables``) makes glibc keep freed memory.
 """
 
 import os
 import platform
+import resource
+import sys
 import time
 
 import numpy as np
@@ -98,9 +109,72 @@ def copy_bandwidth_gbs(megabytes: int = 256, reps: int = 3) -> float:
   return 2 * src.nbytes / best / 1e9
 
 
+# glibc malloc settings that keep freed memory in the process: one arena (a thread's own
+# arena maps every allocation over 64 MB afresh), no mmap'd chunks, and no trimming of the
+# heap's top. A train step's buffers are then reused from one step to the next with no page
+# faults; the cost is one lock for every allocation (BENCHMARKS.md, run 8, Intel Xeon VM: the
+# 128 px release-size step 6.4-6.6 s instead of 7.5-8.9; the demo's and configs/synthetic.py's
+# 64 px steps ~10 % slower, their compilation 1.7x longer). README: "Running on accelerators".
+RETAIN_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+                   "glibc.malloc.trim_threshold=68719476736")
+
+
+def process_usage() -> tuple[float, float, int]:
+  """(user s, system s, minor page faults) of this process so far; two readings bracket a
+  step: a step that faults in fresh pages shows them here."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime, usage.ru_stime, usage.ru_minflt
+
+
+def free_page_reporting(devices: str = "/sys/bus/virtio/devices") -> bool:
+  """Whether a virtio balloon reports freed guest pages to the host (feature bit 5,
+  VIRTIO_BALLOON_F_REPORTING): then memory freed and touched again costs the host a fault."""
+  try:
+    names = os.listdir(devices)
+  except OSError:
+    return False
+  for name in names:
+    path = os.path.join(devices, name)
+    try:
+      driver = os.path.basename(os.readlink(os.path.join(path, "driver")))
+      with open(os.path.join(path, "features"), encoding="ascii") as f:
+        features = f.read().strip()
+    except OSError:
+      continue
+    if driver == "virtio_balloon" and len(features) > 5 and features[5] == "1":
+      return True
+  return False
+
+
+def tunables_command(tunables: str, environ=None, argv=None):
+  """The (environment, argv) that run this command again with ``GLIBC_TUNABLES`` set to
+  ``tunables`` (joined to any already set), or None where they are already in force."""
+  environ = dict(os.environ if environ is None else environ)
+  argv = list(sys.orig_argv if argv is None else argv)
+  current = environ.get("GLIBC_TUNABLES", "")
+  if tunables in current:
+    return None
+  environ["GLIBC_TUNABLES"] = f"{current}:{tunables}" if current else tunables
+  return environ, argv
+
+
+def exec_with_tunables(tunables: str) -> None:
+  """Replaces this process by the same command with glibc ``tunables`` (read only at a
+  process's start); returns where they are already in force. Call it before any work."""
+  command = tunables_command(tunables)
+  if command is not None:
+    environ, argv = command
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, environ)
+
+
 def describe() -> str:
-  """One line for a benchmark's header: CPU model, ISA, cores and the load now."""
-  return (f"cpu={cpu_model()!r} isa={cpu_isa()} cores={os.cpu_count()} load={load()}")
+  """One line for a benchmark's header: CPU model, ISA, cores, the load now, and the memory
+  state that changes step times (free page reporting, glibc tunables in force)."""
+  return (f"cpu={cpu_model()!r} isa={cpu_isa()} cores={os.cpu_count()} load={load()} "
+          f"free_page_reporting={free_page_reporting()} "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
 
 
 def _read_cpuinfo() -> str:

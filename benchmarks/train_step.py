@@ -135,7 +135,12 @@ def main():
   parser.add_argument("--peak_tflops", type=float, default=0.0,
                       help="the device's spec peak in --dtype (e.g. 989 for an H100 SXM in "
                            "bfloat16, dense): adds an MFU column, achieved / spec peak")
+  parser.add_argument("--malloc", default="default", choices=("default", "retain"),
+                      help="retain: run again with glibc tunables that keep freed memory "
+                           "(machine.RETAIN_TUNABLES; BENCHMARKS.md, run 8)")
   args = parser.parse_args()
+  if args.malloc == "retain":
+    machine.exec_with_tunables(machine.RETAIN_TUNABLES)
 
   peak = matmul_peak_gflops(args.dtype)
   print(machine.describe())

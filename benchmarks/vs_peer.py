@@ -5,19 +5,22 @@
   python -m benchmarks.vs_peer --resolutions=128 --reps=5 --conv_impl=xla,auto
 
 For each resolution the contestants (the peer, ``benchmarks/torch_peer.py``, at each
-``--peer_threads`` count, and our step with each ``--conv_impl``) are compiled / built, run once to warm up (not timed), then timed in
-turns, A B C A B C ..., so a change of load on a shared machine hits all of them alike; the
-medians are compared. Both train on the same shapes: the release's batch of 5 sequences of
-10 frames and its widths (``train_step.release_config``), predicting B x (T-1) frames a step.
-Printed per contestant: step time, predicted frames/s, GFLOP per predicted frame (ours: XLA's
-cost analysis of the compiled step, every op; the peer: torch's FlopCounterMode, convolutions
-and matmuls of forward and backward) and the achieved share of a jitted f32 2048^3 matmul
-timed in every round beside the steps; then the ratio of the fastest peer's step time to
-each contestant's (> 1: faster than the peer). Each round also records the host's state
-(``machine``): a one-thread memory copy's bandwidth and the share of CPU time stolen by the
-hypervisor. The peer runs with one torch thread per core and with one thread: on a machine
-that other jobs share, torch's OpenMP threads wait on each other and one thread can be 2-4x
-faster than two, so the peer's best is the fair reference.
+``--peer_threads`` count, and our step with each ``--conv_impl``) are compiled / built, run
+once to warm up (not timed), then timed in turns, A B C A B C ..., so a change of load on a
+shared machine hits all of them alike (each turn runs two steps back to back and times the
+second, as training runs them: ``--steps_per_turn``); the medians are compared. Both train on
+the same shapes: the release's batch of 5 sequences of 10 frames and its widths
+(``train_step.release_config``), predicting B x (T-1) frames a step. Printed per contestant:
+step time, predicted frames/s, GFLOP per predicted frame (ours: XLA's cost analysis of the
+compiled step, every op; the peer: torch's FlopCounterMode, convolutions and matmuls of
+forward and backward) and the achieved share of a jitted f32 2048^3 matmul timed in every
+round beside the steps; then the ratio of the fastest peer's step time to each contestant's
+(above 1: faster than the peer). Each round also records the host's state (``machine``): a
+one-thread memory copy's bandwidth and the share of CPU time stolen by the hypervisor; each
+step, its system time and page faults (``--malloc=retain`` runs every contestant with glibc
+keeping freed memory: no faults). The peer runs with one torch thread per core and with one
+thread: on a machine that other jobs share, torch's OpenMP threads wait on each other and one
+thread can be 2-4x faster than two, so the peer's best is the fair reference.
 
 At 64x64 the two models differ: the release's 64 px net is SVG-LP's (2-3 convs per scale),
 ours is the 128 px net with one stage fewer, so the ratio there compares the two programs as
@@ -55,12 +58,17 @@ def _peer(resolution: int, batch: int, seq_len: int, threads: int):
   return run, flops
 
 
-def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads, reps: int):
+def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads, reps: int,
+            steps_per_turn: int = 2):
   """Times the peer (per thread count) and our step (per ``conv_impls``) interleaved; prints
   one row each, with the fastest peer's step time over each contestant's.
 
   Each round also times the jitted f32 2048^3 matmul (best of 3), so the peak that the
   "%peak" column divides by is measured under the same load as the steps (median of rounds).
+  A contestant's turn runs ``steps_per_turn`` steps back to back and times the last, as
+  training runs them: a step right after another of the same program reuses the pages the
+  one before freed, while after the other contestants' turns they may have gone back to a
+  VM's host (free page reporting) and fault in afresh at the host's cost (run 8).
   """
   contestants = {}
   for threads in peer_threads:
@@ -74,6 +82,8 @@ def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads,
     run()  # Warm-up.
     contestants[f"ours {impl}"] = (run, info["flops"])
   times = {name: [] for name in contestants}
+  system_s = {name: [] for name in contestants}  # Kernel time: page faults, mostly.
+  faults = {name: [] for name in contestants}
   peaks, bandwidths, steals = [], [], []
   for rep in range(reps):
     print(f"  {resolution} px: timed round {rep + 1}/{reps}", file=sys.stderr, flush=True)
@@ -81,9 +91,15 @@ def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads,
     peaks.append(train_step.matmul_peak_gflops("float32", reps=3))
     bandwidths.append(machine.copy_bandwidth_gbs())
     for name, (run, _) in contestants.items():
+      for _ in range(steps_per_turn - 1):
+        run()
+      usage = machine.process_usage()
       start = time.perf_counter()
       run()
       times[name].append(time.perf_counter() - start)
+      after = machine.process_usage()
+      system_s[name].append(after[1] - usage[1])
+      faults[name].append(after[2] - usage[2])
     steals.append(machine.steal_share(ticks, machine.cpu_ticks()))
   frames = batch * (seq_len - 1)
   medians = {name: float(np.median(t)) for name, t in times.items()}
@@ -101,7 +117,9 @@ def compare(resolution: int, batch: int, seq_len: int, conv_impls, peer_threads,
     print(f"{resolution:4d} {name:18s} {step_s:8.3f} {frames / step_s:10.2f} "
           f"{flops / frames / 1e9:12.2f} {gflops:8.1f} {100 * gflops / peak:6.1f}% "
           f"{peer_s / step_s:7.2f}x  [{', '.join(f'{t:.2f}' for t in times[name])}] "
-          f"load={machine.load()}", flush=True)
+          f"sys [{', '.join(f'{t:.1f}' for t in system_s[name])}] s, page faults "
+          f"[{', '.join(f'{n / 1e3:.0f}k' for n in faults[name])}] load={machine.load()}",
+          flush=True)
   return medians
 
 
@@ -112,10 +130,18 @@ def main():
   parser.add_argument("--seq_len", type=int, default=10)
   parser.add_argument("--conv_impl", default="xla,auto", help="ours: comma list")
   parser.add_argument("--reps", type=int, default=3, help="timed steps per contestant")
+  parser.add_argument("--steps_per_turn", type=int, default=2,
+                      help="steps a contestant runs back to back in its turn; the last is "
+                           "timed (1: each timed step follows the other contestants')")
   parser.add_argument("--peer_threads", default="",
                       help="comma list of torch thread counts, each a peer contestant (default: "
                            "the core count and 1: on a busy machine one thread can be the faster)")
+  parser.add_argument("--malloc", default="default", choices=("default", "retain"),
+                      help="retain: run again with glibc tunables that keep freed memory "
+                           "(machine.RETAIN_TUNABLES), for every contestant alike")
   args = parser.parse_args()
+  if args.malloc == "retain":
+    machine.exec_with_tunables(machine.RETAIN_TUNABLES)
   peer_threads = ([int(t) for t in args.peer_threads.split(",")] if args.peer_threads
                   else sorted({os.cpu_count() or 1, 1}, reverse=True))
   print(machine.describe())
@@ -127,7 +153,7 @@ def main():
         f"{'GFLOP/pr fr':>12s} {'GFLOP/s':>8s} {'%peak':>7s} {'peer/x':>8s}  [steps]  (peer/x: the fastest peer's step time / this one's)")
   for res in (int(r) for r in args.resolutions.split(",")):
     compare(res, args.batch_size, args.seq_len, args.conv_impl.split(","), peer_threads,
-            args.reps)
+            args.reps, args.steps_per_turn)
   print(f"done, load={machine.load()}")
 
 
