@@ -17,7 +17,7 @@ allocates a 3.7 GB temporary buffer and ~3 GB of outputs per step; glibc serves 
 fresh ``mmap`` (allocations over 64 MB on a thread's arena always are) and unmaps it
 afterwards, so every step touches ~900,000 new pages (BENCHMARKS.md, run 8). Where the VM's
 balloon device reports freed pages to the host (``free_page_reporting``), the host discards
-them and each step's page faults cost it work too: 3-40 s of system time per step on the
+them and each step's page faults cost it work too: 3-37 s of system time per step on the
 Xeon VM of runs 5-8, depending on the host. ``process_usage`` counts a step's faults and
 system time; ``RETAIN_TUNABLES`` (``exec_with_tunables``) makes glibc keep freed memory.
 """
@@ -113,7 +113,7 @@ def copy_bandwidth_gbs(megabytes: int = 256, reps: int = 3) -> float:
 # arena maps every allocation over 64 MB afresh), no mmap'd chunks, and no trimming of the
 # heap's top. A train step's buffers are then reused from one step to the next with no page
 # faults; the cost is one lock for every allocation (BENCHMARKS.md, run 8, Intel Xeon VM: the
-# 128 px release-size step 6.4-6.6 s instead of 7.5-8.9; the demo's and configs/synthetic.py's
+# 128 px release-size step 6.4-6.6 s instead of 7.5-9.2; the demo's and configs/synthetic.py's
 # 64 px steps ~10 % slower, their compilation 1.7x longer). README: "Running on accelerators".
 RETAIN_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                    "glibc.malloc.trim_threshold=68719476736")
