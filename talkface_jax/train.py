@@ -442,7 +442,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   restored = ckpt.restore_latest(abstract_state, set_aside_damaged=True)
   if restored is None:
     state, position = create_train_state(config, model, tx, mesh), input_pipeline.Position()
-    writer.write_hparams(_flatten(config.to_dict()))
+    writer.write_hparams({k: str(v) if isinstance(v, (tuple, list)) else v
+                          for k, v in workdir_lib.flatten(config.to_dict()).items()})
   else:
     latest, state, position = restored
     resumed = f"Resumed from step {latest} of {ckpt.directory} (input at {position})."
@@ -562,12 +563,3 @@ def _store_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     workdir_lib.write_config(workdir, config)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{name}."))
-    else:
-      flat[name] = str(value) if isinstance(value, (tuple, list)) else value
-  return flat

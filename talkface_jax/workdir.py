@@ -88,11 +88,12 @@ def read_config(workdir: str) -> ml_collections.ConfigDict | None:
   return ml_collections.ConfigDict(_from_json(stored))
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """A nested dict (a config's ``to_dict()``) as {"section.key": value}."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flat(value, f"{prefix}{key}."))
+      flat.update(flatten(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value
   return flat
@@ -106,7 +107,7 @@ def model_differences(a: ml_collections.ConfigDict,
   # A key added to the model after a config was stored means there what the model reads
   # for it when absent (the paper's choice), so an older workdir still resumes.
   added = {f"model.{k}": v for k, v in talkface.ADDED_KEYS.items()}
-  flat_a, flat_b = ({**added, **_flat({s: _plain(c[s].to_dict()) for s in MODEL_SECTIONS
+  flat_a, flat_b = ({**added, **flatten({s: _plain(c[s].to_dict()) for s in MODEL_SECTIONS
                                       if s in c})} for c in (a, b))
   missing = object()
   return {k: (flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))

@@ -22,6 +22,7 @@ from data_prep.synthetic import corpus
 from data_prep.synthetic import faces
 from data_prep.synthetic import render
 from data_prep.synthetic import speech
+from talkface_jax import workdir
 
 # pylint: disable=redefined-outer-name,protected-access
 
@@ -346,24 +347,14 @@ _SYNTHETIC_MEASURED = {
 }
 
 
-def _flat(config, prefix=""):
-  out = {}
-  for key, value in config.items():
-    if hasattr(value, "items"):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[prefix + key] = tuple(value) if isinstance(value, list) else value
-  return out
-
-
 def test_synthetic_config_is_the_measured_one():
   from configs import default  # pylint: disable=g-import-not-at-top
-  config = _flat(synthetic_config.get_config())
+  config = workdir.flatten(synthetic_config.get_config().to_dict())
   changed = {k: (v, config[k]) for k, v in _SYNTHETIC_MEASURED.items() if config[k] != v}
   assert not changed, f"configs/synthetic.py moved from its measured setting: {changed}"
   # Every other model, loss and optimiser key is the default's (a key added later, or set
   # by the demo, must not change this model without a measurement).
-  base = _flat(default.get_config())
+  base = workdir.flatten(default.get_config().to_dict())
   unmeasured = {k: (base.get(k), v) for k, v in config.items()
                 if k.split(".")[0] in ("model", "loss", "optim")
                 and k not in _SYNTHETIC_MEASURED and v != base.get(k)}
