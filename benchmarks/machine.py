@@ -170,11 +170,14 @@ def exec_with_tunables(tunables: str) -> None:
 
 
 def describe() -> str:
-  """One line for a benchmark's header: CPU model, ISA, cores, the load now, and the memory
-  state that changes step times (free page reporting, glibc tunables in force)."""
-  return (f"cpu={cpu_model()!r} isa={cpu_isa()} cores={os.cpu_count()} load={load()} "
+  """One line for a benchmark's header: CPU model, ISA, cores, the load now, the memory
+  state that changes step times (free page reporting, glibc tunables in force) and XLA's flags
+  where set (``--xla_cpu_max_isa`` changes the code XLA generates, hence rounding and speed)."""
+  line = (f"cpu={cpu_model()!r} isa={cpu_isa()} cores={os.cpu_count()} load={load()} "
           f"free_page_reporting={free_page_reporting()} "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
+  xla_flags = os.environ.get("XLA_FLAGS", "")
+  return f"{line} XLA_FLAGS={xla_flags!r}" if xla_flags else line
 
 
 def _read_cpuinfo() -> str:

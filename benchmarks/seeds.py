@@ -30,6 +30,11 @@ one of the two by timing (``train.choose_conv_impl``), so on some CPUs it would 
   python -m benchmarks.seeds --seeds=0,1,2 --conv_impls=xla,eigen --root=runs/seeds \\
       [--override=--config.model.prior=learned ...] [--report_only | --remeasure]
 
+``--max_isa=AVX2`` compiles every run's XLA code for at most that instruction set
+(``XLA_FLAGS=--xla_cpu_max_isa``): the code another kind of CPU gets, hence its rounding, on
+this one (use a root of its own: finished runs are not repeated). The library kernels XLA
+calls (Eigen's convolutions and matmuls) are built into jaxlib and do not change with it.
+
 ``--remeasure`` samples each finished run again from its checkpoint and measures it with the
 code at hand (its stored evaluation is kept): for runs made before a measure changed. It
 says whether the videos came out the same as before (they do on the same kind of CPU).
@@ -46,6 +51,11 @@ import os
 import subprocess
 import sys
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # (column, target text, test on the figures dict) of the targets.
 TARGETS = (
@@ -223,10 +233,17 @@ def main(argv=None):
   parser.add_argument("--generate_from", default="",
                       help="A root of finished runs to evaluate and sample again (nothing is "
                       "trained) with --override's generation-only keys.")
+  parser.add_argument("--max_isa", default="",
+                      help="Compile the runs for at most this ISA (XLA's --xla_cpu_max_isa, "
+                      "e.g. AVX2): another CPU kind's generated code on this machine.")
   parser.add_argument("--remeasure", action="store_true",
                       help="Sample every finished run again from its checkpoint and measure "
                       "it with this code (its evaluation is kept), then tabulate.")
   args = parser.parse_args(argv)
+  if args.max_isa:  # Read by every run this starts (and by --remeasure, before JAX loads).
+    os.environ["XLA_FLAGS"] = " ".join(
+        f for f in (os.environ.get("XLA_FLAGS", ""), f"--xla_cpu_max_isa={args.max_isa}") if f)
+  print(machine.describe(), flush=True)
   seeds = [int(s) for s in args.seeds.split(",")]
   impls = args.conv_impls.split(",")
   os.makedirs(args.root, exist_ok=True)

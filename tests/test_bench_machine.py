@@ -25,9 +25,13 @@ def test_model_and_isa_from_cpuinfo():
   assert machine.cpu_isa(_AVX2.replace(" avx2", "")) == "AVX"
 
 
-def test_describe_names_this_machine():
+def test_describe_names_this_machine(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
   line = machine.describe()
   assert line.startswith("cpu=") and " isa=" in line and " load=" in line
+  assert "XLA_FLAGS" not in line
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+  assert machine.describe().endswith(" XLA_FLAGS='--xla_cpu_max_isa=AVX2'")
 
 
 def test_steal_share_from_proc_stat_lines():

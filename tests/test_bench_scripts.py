@@ -2,6 +2,7 @@
 the seeds table marks the stochasticity targets."""
 
 import json
+import os
 
 import pytest
 
@@ -97,3 +98,14 @@ def test_seeds_table_marks_each_target(tmp_path, capsys):
   seeds.main(["--seeds=0", "--conv_impls=auto,xla", f"--root={tmp_path}", "--report_only"])
   out = capsys.readouterr().out
   assert "| seed 0, xla | missing" in out and "1 of 2 runs finished; 1 hold every target." in out
+
+
+def test_seeds_max_isa_reaches_the_runs_environment(tmp_path, capsys, monkeypatch):
+  """--max_isa adds XLA's ISA cap to the XLA_FLAGS the runs inherit (keeping flags already
+  set) and the header names it, so the table says which code the runs were compiled to."""
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+  seeds.main(["--seeds=0", "--conv_impls=xla", f"--root={tmp_path}", "--report_only",
+              "--max_isa=AVX2"])
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_cpu_max_isa=AVX2"
+  header = capsys.readouterr().out.splitlines()[0]
+  assert header.startswith("cpu=") and "--xla_cpu_max_isa=AVX2" in header
