@@ -28,6 +28,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from talkface_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries, samples.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
@@ -98,14 +100,24 @@ def _log_to_workdir(workdir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     _user_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  # config.host_malloc, before JAX and TensorFlow start threads (glibc's allocator settings
+  # hold only for threads that have not allocated yet) and before the log file is opened: it
+  # may run this command again with glibc tunables. Without --config (eval and sample read
+  # the workdir's config later), glibc's defaults.
+  try:
+    host_malloc_applied, host_malloc = host_memory.configure(
+        config.get("host_malloc", "system") if config is not None else "system")
+  except ValueError as e:
+    _user_error(f"config.{e}")
   _log_to_workdir(_WORKDIR.value)
+  (logging.info if host_malloc_applied else logging.warning)("%s", host_malloc)
   # Imported here so that --help answers without loading JAX and TensorFlow.
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from talkface_jax import errors, experiment, parallel, sampling  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # tf.data only; keep accelerators for JAX.
-  config = _CONFIG.value
   try:
     if config is not None:
       parallel.initialize_distributed(config)

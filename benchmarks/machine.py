@@ -19,13 +19,13 @@ afterwards, so every step touches ~900,000 new pages (BENCHMARKS.md, run 8). Whe
 balloon device reports freed pages to the host (``free_page_reporting``), the host discards
 them and each step's page faults cost it work too: 3-37 s of system time per step on the
 Xeon VM of runs 5-8, depending on the host. ``process_usage`` counts a step's faults and
-system time; ``RETAIN_TUNABLES`` (``exec_with_tunables``) makes glibc keep freed memory.
+system time; ``talkface_jax.host_memory`` has the glibc settings that avoid the faults
+(``config.host_malloc`` in training, ``--malloc`` in vs_peer and train_step).
 """
 
 import os
 import platform
 import resource
-import sys
 import time
 
 import numpy as np
@@ -109,16 +109,6 @@ def copy_bandwidth_gbs(megabytes: int = 256, reps: int = 3) -> float:
   return 2 * src.nbytes / best / 1e9
 
 
-# glibc malloc settings that keep freed memory in the process: one arena (a thread's own
-# arena maps every allocation over 64 MB afresh), no mmap'd chunks, and no trimming of the
-# heap's top. A train step's buffers are then reused from one step to the next with no page
-# faults; the cost is one lock for every allocation (BENCHMARKS.md, run 8, Intel Xeon VM: the
-# 128 px release-size step 6.4-6.6 s instead of 7.5-9.2; the demo's and configs/synthetic.py's
-# 64 px steps ~10 % slower, their compilation 1.7x longer). README: "Running on accelerators".
-RETAIN_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                   "glibc.malloc.trim_threshold=68719476736")
-
-
 def process_usage() -> tuple[float, float, int]:
   """(user s, system s, minor page faults) of this process so far; two readings bracket a
   step: a step that faults in fresh pages shows them here."""
@@ -144,29 +134,6 @@ def free_page_reporting(devices: str = "/sys/bus/virtio/devices") -> bool:
     if driver == "virtio_balloon" and len(features) > 5 and features[5] == "1":
       return True
   return False
-
-
-def tunables_command(tunables: str, environ=None, argv=None):
-  """The (environment, argv) that run this command again with ``GLIBC_TUNABLES`` set to
-  ``tunables`` (joined to any already set), or None where they are already in force."""
-  environ = dict(os.environ if environ is None else environ)
-  argv = list(sys.orig_argv if argv is None else argv)
-  current = environ.get("GLIBC_TUNABLES", "")
-  if tunables in current:
-    return None
-  environ["GLIBC_TUNABLES"] = f"{current}:{tunables}" if current else tunables
-  return environ, argv
-
-
-def exec_with_tunables(tunables: str) -> None:
-  """Replaces this process by the same command with glibc ``tunables`` (read only at a
-  process's start); returns where they are already in force. Call it before any work."""
-  command = tunables_command(tunables)
-  if command is not None:
-    environ, argv = command
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, argv, environ)
 
 
 def describe() -> str:

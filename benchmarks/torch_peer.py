@@ -43,6 +43,8 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
+from benchmarks import machine
+
 # Widths per scale, finest first: encoder stages and decoder stages (coarse to fine).
 RELEASE_NETS = {
     128: {"encoder": ((64,), (128,), (256,), (512,), (512,)),
@@ -251,6 +253,24 @@ def set_threads(threads: int = 0) -> int:
   threads = threads or os.cpu_count() or 1
   torch.set_num_threads(threads)
   return threads
+
+
+def serve(conn, resolution: int, batch: int, seq_len: int, threads: int) -> None:
+  """The peer in a process of its own (``vs_peer --peer_malloc``): builds it, runs the
+  warm-up step and sends its FLOPs and the glibc tunables it runs with over ``conn``, then
+  answers ``"step"`` (one train step,
+  then None) and ``"usage"`` (this process's (user s, system s, minor page faults)) until
+  ``"stop"``."""
+  peer = ReleasePeer(resolution)
+  frames, mfcc = random_batch(resolution, batch, seq_len)
+  set_threads(threads)
+  conn.send((step_flops(peer, frames, mfcc), os.environ.get("GLIBC_TUNABLES", "")))
+  while (command := conn.recv()) != "stop":
+    if command == "step":
+      peer.train_step(frames, mfcc)
+      conn.send(None)
+    else:
+      conn.send(machine.process_usage())
 
 
 def _init_weights(m: nn.Module):

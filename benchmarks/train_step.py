@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
-from talkface_jax import parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from talkface_jax import host_memory, parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from talkface_jax.models import talkface  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -135,12 +135,14 @@ def main():
   parser.add_argument("--peak_tflops", type=float, default=0.0,
                       help="the device's spec peak in --dtype (e.g. 989 for an H100 SXM in "
                            "bfloat16, dense): adds an MFU column, achieved / spec peak")
-  parser.add_argument("--malloc", default="default", choices=("default", "retain"),
-                      help="retain: run again with glibc tunables that keep freed memory "
-                           "(machine.RETAIN_TUNABLES; BENCHMARKS.md, run 8)")
+  parser.add_argument("--malloc", default="default", choices=("default", "hugepages", "retain"),
+                      help="run again with glibc tunables (talkface_jax/host_memory.py): "
+                           "hugepages: transparent huge pages for malloc's big blocks; "
+                           "retain: keep freed memory (BENCHMARKS.md, run 8 and 'Host memory in "
+                           "training')")
   args = parser.parse_args()
-  if args.malloc == "retain":
-    machine.exec_with_tunables(machine.RETAIN_TUNABLES)
+  if args.malloc != "default":
+    host_memory.exec_with_tunables(host_memory.TUNABLES[args.malloc])
 
   peak = matmul_peak_gflops(args.dtype)
   print(machine.describe())

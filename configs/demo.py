@@ -160,6 +160,10 @@ def get_config(variant: str = ""):
   # Write sample videos (mp4 with audio), side-by-side videos, contact sheets and
   # metrics.json into the workdir after training.
   config.sample.after_training = True
+  # glibc's defaults: for this small model huge pages double the system time (0.77-0.83 s a
+  # step against 0.735) and one malloc arena slows it too (BENCHMARKS.md, "Host memory in
+  # training").
+  config.host_malloc = "system"
   if variant == "tiny":
     apply_tiny(config)
   elif variant:

@@ -32,6 +32,7 @@ def apply_tiny(config):
   config.model.conv_impl = "xla"
   config.data.shuffle_buffer = 16
   config.model.resolution = 64
+  config.host_malloc = "system"  # A small model: as configs/demo.py.
   default.apply_tiny_model(config.model)
   config.train.batch_size = 4
   config.train.num_steps = 6

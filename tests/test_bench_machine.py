@@ -1,9 +1,5 @@
 """benchmarks.machine: CPU model and ISA from /proc/cpuinfo text; the host-state probes."""
 
-import os
-import subprocess
-import sys
-
 from benchmarks import machine
 
 _AVX512 = """processor\t: 0
@@ -66,51 +62,3 @@ def test_free_page_reporting_reads_the_balloon_feature_bit(tmp_path):
   (devices / "virtio1" / "features").write_text("01100101\n")  # Bit 5: reporting.
   assert machine.free_page_reporting(str(devices))
   assert not machine.free_page_reporting(str(tmp_path / "absent"))
-
-
-def test_tunables_command_adds_once_and_keeps_other_tunables():
-  argv = ["python", "-m", "benchmarks.vs_peer", "--malloc=retain"]
-  environ, again = machine.tunables_command(machine.RETAIN_TUNABLES, {"A": "1"}, argv)
-  assert environ == {"A": "1", "GLIBC_TUNABLES": machine.RETAIN_TUNABLES} and again == argv
-  # Already in force (the re-executed process): nothing to do, so no loop of execs.
-  assert machine.tunables_command(machine.RETAIN_TUNABLES, environ, argv) is None
-  environ, _ = machine.tunables_command(machine.RETAIN_TUNABLES,
-                                        {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, argv)
-  assert environ["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1:" + machine.RETAIN_TUNABLES
-
-
-def test_retained_memory_is_not_faulted_in_again():
-  # The mechanism the tunables exist for (BENCHMARKS.md, run 8): a large buffer freed and
-  # allocated again faults every page in afresh under glibc's defaults (it is unmapped),
-  # and not at all under RETAIN_TUNABLES. Checked in fresh processes, as tunables apply
-  # only from a process's start.
-  script = (
-      "import ctypes, resource, threading\n"
-      "libc = ctypes.CDLL(None)\n"
-      "libc.malloc.restype = ctypes.c_void_p\n"
-      "libc.free.argtypes = [ctypes.c_void_p]\n"
-      "def step():\n"  # 100 MB: over a thread arena's 64 MB heaps; every page written.
-      "  p = libc.malloc(100 * 2**20)\n"
-      "  ctypes.memset(p, 1, 100 * 2**20)\n"
-      "  libc.free(p)\n"
-      "def work(out):\n"  # On a thread, as XLA runs its steps.
-      "  step(); step()\n"
-      "  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-      "  step(); step(); step()\n"
-      "  out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-      "out = []\n"
-      "t = threading.Thread(target=work, args=(out,)); t.start(); t.join()\n"
-      "print(out[0])\n")
-
-  def faults(tunables):  # Minor page faults of the last three of five steps.
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    if tunables:
-      env["GLIBC_TUNABLES"] = tunables
-    result = subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                            capture_output=True, text=True)
-    return int(result.stdout.strip())
-
-  # Each 100 MB written afresh is >= 50 faults even where transparent huge pages are always
-  # on (2 MB each; 25,600 with 4 kB pages); kept memory needs none.
-  assert faults("") >= 3 * 50
-  assert faults(machine.RETAIN_TUNABLES) < 50

@@ -22,7 +22,8 @@ def test_turns_run_each_contestant_back_to_back_and_time_the_last(monkeypatch, c
     return run
 
   monkeypatch.setattr(vs_peer.time, "perf_counter", lambda: clock[0])
-  monkeypatch.setattr(vs_peer, "_peer", lambda *args: (contestant("peer"), 1e9))
+  monkeypatch.setattr(vs_peer, "_peer",
+                      lambda *args: vs_peer.Contestant(contestant("peer"), 1e9))
   monkeypatch.setattr(train_step, "prepare", lambda config: (contestant("ours"),
                                                              {"flops": 1e9}))
   monkeypatch.setattr(train_step, "matmul_peak_gflops", lambda *args, **kwargs: 100.0)
@@ -35,3 +36,25 @@ def test_turns_run_each_contestant_back_to_back_and_time_the_last(monkeypatch, c
   assert medians == {"torch peer 1t": 2.0 * factor, "ours xla": 1.0 * factor}
   rows = capsys.readouterr().out
   assert "   2.00x" in rows.splitlines()[-1] and "page faults" in rows
+
+
+def test_the_peer_in_a_process_of_its_own_gets_its_own_tunables(monkeypatch):
+  # --peer_malloc: each program at its own glibc setting. The child starts with the given
+  # tunables (none for glibc's defaults) whatever this process runs with, trains, and reports
+  # its own usage; this process's environment is left as it was.
+  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+  for tunables in ("", "glibc.malloc.arena_max=1"):
+    peer = vs_peer._peer(64, 2, 2, 1, tunables)  # pylint: disable=protected-access
+    try:
+      assert peer.flops > 1e9
+      before = peer.usage()
+      peer.run()
+      after = peer.usage()
+      assert after[0] > before[0]  # The child's own CPU time grew by the step.
+      assert vs_peer.os.environ["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    finally:
+      peer.close()
+  # A peer that cannot be built (BatchNorm needs two sequences) fails with a clear error,
+  # not a wait for ever.
+  with pytest.raises(RuntimeError, match="the peer's process failed"):
+    vs_peer._peer(64, 1, 2, 1, "")  # pylint: disable=protected-access

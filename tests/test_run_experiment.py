@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from talkface_jax import host_memory
 from tests import shard_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,8 +34,16 @@ def test_run_trains_checkpoints_and_samples(data_dir, tmp_path):
   # Killed and resumed runs ending with the uninterrupted run's parameters: test_reliability_
   # training.py (SIGKILL at random steps, SIGTERM, a damaged checkpoint, a full disk).
   workdir = tmp_path / "work"
-  run = _run(workdir, data_dir)
+  # config.host_malloc=auto on a CPU: where the kernel's THP mode is madvise, the run starts
+  # itself again with glibc's huge-page tunable (talkface_jax/host_memory.py) and trains as
+  # usual.
+  run = _run(workdir, data_dir, "--config.host_malloc=auto")
   assert run.returncode == 0, run.stderr[-3000:]
+  with open(workdir / "log" / "talkface.INFO", encoding="utf-8") as f:
+    log = f.read()
+  expected = ("host_malloc=auto: GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+              if host_memory.thp_mode() == "madvise" else "host_malloc=auto: glibc's defaults")
+  assert expected in log
   # TensorBoard events (losses and sample images) and Orbax checkpoints are on disk.
   assert glob.glob(str(workdir / "events.out.tfevents.*"))
   assert sorted(os.listdir(workdir / "checkpoints"))[-1] == "8"
@@ -57,7 +66,9 @@ def test_missing_data_stops_with_a_clear_error(tmp_path):
     (["--mode=sample", "--face=/no/such/photo.jpg", "--audio=/no/such.wav"],
      "config.json: no such file"),
     (["--mode=bogus"], "flag --mode"),
-    (["--mode=eval", "--face=x.jpg"], "need --mode=sample")])
+    (["--mode=eval", "--face=x.jpg"], "need --mode=sample"),
+    (["--config=" + os.path.join(ROOT, "configs/grid.py") + ":tiny",
+      "--config.host_malloc=keep"], "config.host_malloc must be one of auto, hugepages")])
 def test_user_errors_print_one_line_and_exit_2(tmp_path, flags, message):
   cmd = [sys.executable, os.path.join(ROOT, "run_experiment.py"), f"--workdir={tmp_path}",
          *flags]
