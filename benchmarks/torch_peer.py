@@ -258,9 +258,8 @@ def set_threads(threads: int = 0) -> int:
 def serve(conn, resolution: int, batch: int, seq_len: int, threads: int) -> None:
   """The peer in a process of its own (``vs_peer --peer_malloc``): builds it, runs the
   warm-up step and sends its FLOPs and the glibc tunables it runs with over ``conn``, then
-  answers ``"step"`` (one train step,
-  then None) and ``"usage"`` (this process's (user s, system s, minor page faults)) until
-  ``"stop"``."""
+  answers ``"step"`` (one train step, then None) and ``"usage"`` (this process's (user s,
+  system s, minor page faults)) until ``"stop"``."""
   peer = ReleasePeer(resolution)
   frames, mfcc = random_batch(resolution, batch, seq_len)
   set_threads(threads)
