@@ -76,13 +76,17 @@ def predicted_frames(config) -> int:
   return config.train.batch_size * (config.data.seq_len - 1)
 
 
-def prepare(config):
-  """Compiles the train step of ``config`` on a random batch.
+def _no_progress(message: str) -> None:
+  del message
+
+
+def prepare(config, progress=_no_progress):
+  """Compiles the train step of ``config`` on a random batch (``progress`` is told each phase).
 
   Returns:
-    ``(run, info)``: ``run()`` runs one step and waits for it (the state advances, as in
-    training); ``info`` holds ``flops`` per step (XLA's cost analysis of the compiled step) and
-    ``compile_s``.
+    ``(run, info)``: ``run()`` runs one step, waits for it and returns its metrics (the
+    state advances, as in training); ``info`` holds ``flops`` per step (XLA's cost analysis
+    of the compiled step) and ``compile_s``.
   """
   mesh = parallel.make_mesh(config)
   model = talkface.build_model(config.model)
@@ -91,29 +95,36 @@ def prepare(config):
   step_fn = train.jit_train_step(config, model, tx, mesh, jax.tree.map(lambda x: x.sharding,
                                                                        state))
   batch = train.random_batch(config, mesh)
+  progress("state and batch made; lowering")
   start = time.perf_counter()
-  compiled = step_fn.lower(state, batch).compile()
+  lowered = step_fn.lower(state, batch)
+  progress(f"lowered in {time.perf_counter() - start:.1f} s; compiling")
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - start
+  progress(f"compiled in {compile_s:.1f} s (lowering included)")
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   holder = {"state": state}
 
   def run():
     holder["state"], metrics = compiled(holder["state"], batch)
-    jax.block_until_ready(metrics)
+    return jax.block_until_ready(metrics)
 
   return run, {"flops": float(cost.get("flops", float("nan"))), "compile_s": compile_s}
 
 
-def bench(config, steps: int) -> dict:
+def bench(config, steps: int, progress=_no_progress) -> dict:
   """Median step time of ``steps`` steps after one warm-up step, and the derived rates."""
-  run, info = prepare(config)
+  run, info = prepare(config, progress)
+  start = time.perf_counter()
   run()  # Warm-up.
+  progress(f"warm-up step {time.perf_counter() - start:.2f} s")
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     run()
     times.append(time.perf_counter() - start)
+    progress(f"step {len(times)}: {times[-1]:.3f} s")
   step_s = float(np.median(times))
   frames = predicted_frames(config)
   return {"step_s": step_s, "frames_per_s": frames / step_s,
@@ -140,6 +151,9 @@ def main():
                            "hugepages: transparent huge pages for malloc's big blocks; "
                            "retain: keep freed memory (BENCHMARKS.md, run 8 and 'Host memory in "
                            "training')")
+  parser.add_argument("--progress", action="store_true",
+                      help="print each phase (lowering, compiling, every step) as it ends, "
+                           "on lines starting with '#': where a slow compile spends its time")
   args = parser.parse_args()
   if args.malloc != "default":
     host_memory.exec_with_tunables(host_memory.TUNABLES[args.malloc])
@@ -162,7 +176,10 @@ def main():
       config.model.resolution = args.resolution
     if args.encoder_widths:
       config.model.encoder_widths = tuple(int(w) for w in args.encoder_widths.split(","))
-    r = bench(config, args.steps)
+    start = time.perf_counter()
+    progress = ((lambda message: print(f"# {time.perf_counter() - start:7.1f} s  {message}",
+                                       flush=True)) if args.progress else _no_progress)
+    r = bench(config, args.steps, progress)
     print(f"{args.config:28s} {impl:10s} {args.batch_size:3d} {args.seq_len:3d} "
           f"{config.model.resolution:4d} {r['step_s']:8.3f} {r['frames_per_s']:9.2f} "
           f"{r['gflop_per_frame']:12.2f} {r['gflops']:8.1f} {100 * r['gflops'] / peak:6.1f}% "
