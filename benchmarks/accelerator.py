@@ -9,12 +9,12 @@ configs/grid.py (128x128, the release's widths, T = 75) in bfloat16 at the first
 ``--batches``, with MFU against ``--peak_tflops`` and against the in-run matmul rate, each
 phase (lowering, compiling, every step) logged as it ends; sampling (``benchmarks/sample.py``)
 at 64 and 128 px, K = 1 and 8, one input per call and ``--sample_batch`` inputs per call; the
-train step at the other batch sizes, then in float32. Each part's output
-goes to ``<out>/<part>.log`` and a line per part to ``<out>/summary.txt``.
+train step at the other batch sizes, then in float32. Each part's output goes to
+``<out>/<part>.log`` and a line per part to ``<out>/summary.txt``.
 
 The input pipeline is not timed here (its figures come from ``benchmarks/input_pipeline.py``
-on the host that will feed the device); each train row prints the frames per second the step
-consumes (B x T: the identity frame is read too), which is what the pipeline must deliver.
+on the host that will feed the device). What it must deliver is B x T frames per step (the
+identity frame is read too): a train row's predicted frames/s times T / (T - 1).
 
 Accelerator images without this project's CPU-side stack: the timed code (model, train step,
 generation) needs JAX, Flax, Optax, Orbax, ml-collections and clu, but modules it imports for
