@@ -101,12 +101,11 @@ def _matmul_part() -> None:
   """Prints the device, jax's version and the in-run bf16 / f32 matmul rates (n^3: n = 8192
   on an accelerator, 2048 on a CPU)."""
   import jax  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, ROOT)
   from benchmarks import train_step  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   print(f"backend={jax.default_backend()} devices={jax.device_count()} "
         f"device={device.device_kind} jax={jax.__version__}")
-  n = 2048 if jax.default_backend() == "cpu" else 8192
+  n = train_step.matmul_size()
   for dtype in ("bfloat16", "float32"):
     print(f"matmul {n}^3 {dtype}: {train_step.matmul_peak_gflops(dtype, n) / 1e3:.2f} TFLOP/s",
           flush=True)
@@ -179,10 +178,10 @@ def main():
         rc = "timeout"
     with open(log_path, encoding="utf-8") as log:
       rows = [line.rstrip() for line in log if not line.startswith(("W1", "I1", "E1"))]
-    line = f"== {name}: rc={rc} {time.perf_counter() - start:.0f} s"
-    print(line, *rows[-12:], sep="\n", flush=True)
+    report = "\n".join([f"== {name}: rc={rc} {time.perf_counter() - start:.0f} s", *rows[-12:]])
+    print(report, flush=True)
     with open(os.path.join(args.out, "summary.txt"), "a", encoding="utf-8") as summary:
-      summary.write("\n".join([line, *rows[-12:]]) + "\n")
+      summary.write(report + "\n")
 
 
 if __name__ == "__main__":

@@ -57,9 +57,14 @@ def release_config(resolution: int, batch_size: int = 5, seq_len: int = 10,
   return config
 
 
+def matmul_size() -> int:
+  """The default n of ``matmul_peak_gflops``: 2048 on CPU, 8192 on an accelerator."""
+  return 2048 if jax.default_backend() == "cpu" else 8192
+
+
 def matmul_peak_gflops(dtype: str = "float32", n: int = 0, reps: int = 5) -> float:
-  """Achieved GFLOP/s of a jitted n^3 matmul in ``dtype`` (n: 2048 on CPU, 8192 otherwise)."""
-  n = n or (2048 if jax.default_backend() == "cpu" else 8192)
+  """Achieved GFLOP/s of a jitted n^3 matmul in ``dtype`` (n: ``matmul_size()`` unless given)."""
+  n = n or matmul_size()
   a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()

@@ -12,6 +12,7 @@ import pytest
 from benchmarks import accelerator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ENV = dict(os.environ, PYTHONPATH=ROOT)  # Subprocesses import benchmarks/ and tests/.
 
 
 def figures() -> dict:
@@ -43,8 +44,7 @@ print(json.dumps(dict(test_bench_accelerator.figures(), stood_in=stood_in)))
 
 @pytest.mark.slow
 def test_timed_code_never_touches_a_stand_in():
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  out = subprocess.run([sys.executable, "-c", _STOOD_IN], cwd=ROOT, env=env, check=True,
+  out = subprocess.run([sys.executable, "-c", _STOOD_IN], cwd=ROOT, env=_ENV, check=True,
                        capture_output=True, text=True, timeout=600).stdout
   stood, real = json.loads(out.strip().splitlines()[-1]), figures()
   assert set(stood["stood_in"]) == set(accelerator.STAND_IN_PACKAGES) | {"tensorboard"}
@@ -59,8 +59,8 @@ def test_stand_ins_import_as_packages_and_only_where_missing():
   code = ("import sys; from benchmarks import accelerator as a; "
           "print(a.install_stand_ins()); a.install_stand_ins(force=True); "
           "import tensorflow.compat.v2 as tf, dlib; print(type(tf).__name__, type(dlib).__name__)")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, text=True,
-                       capture_output=True, env=dict(os.environ, PYTHONPATH=ROOT)).stdout.split("\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_ENV, check=True, text=True,
+                       capture_output=True).stdout.split("\n")
   assert out[0] == "[]"  # Everything is installed here: nothing stood in.
   assert out[1] == "MagicMock MagicMock"
 
@@ -80,8 +80,8 @@ def test_parts_run_in_priority_order():
 def test_runs_each_part_in_a_process_and_sums_it_up(tmp_path, stand_in):
   argv = [sys.executable, "-m", "benchmarks.accelerator", f"--out={tmp_path}", "--only=device"]
   out = subprocess.run(argv + (["--stand_in_missing"] if stand_in else []), cwd=ROOT,
-                       check=True, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=ROOT)).stdout
+                       env=_ENV, check=True, capture_output=True, text=True,
+                       timeout=300).stdout
   summary = (tmp_path / "summary.txt").read_text()
   assert summary.startswith("== device: rc=0 ") and out.startswith("== device: rc=0 ")
   assert "backend=cpu" in summary and "matmul 2048^3 float32:" in summary
