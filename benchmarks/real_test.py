@@ -27,7 +27,17 @@ Targets (issue 10): r >= 0.45 (mean over the pairs) and median identity distance
 Prints one table and writes a JSON (default ``WORKDIR/real_test_<step>.json``); ``--videos``
 also writes each pair's K videos with their audio (``Generator.write``).
 
+``--voice`` changes every recording before the model hears it (``transform_voice``), to ask
+which property of real voices a model misses: ``pitch:S`` shifts pitch and formants by S
+semitones (``librosa.effects.pitch_shift``: a smaller or larger vocal tract and voice),
+``tempo:R`` speaks R times as fast (``librosa.effects.time_stretch``, pitch kept),
+``gate:D`` zeroes the 10 ms frames more than D dB below the loudest (the corpus's digital
+silence between words), ``floor:D`` adds pink noise D dB below the speech (a microphone's
+noise floor). The lip sync is then measured against the changed recording's envelope, and
+the JSON goes to ``real_test_<step>_<voice>.json``.
+
   python -m benchmarks.real_test --workdir=runs/synthetic --num_samples=4
+  python -m benchmarks.real_test --workdir=runs/synthetic --num_samples=4 --voice=pitch:+3
 """
 
 import argparse
@@ -42,11 +52,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import librosa
 import numpy as np
 import tqdm
 
 from benchmarks import machine
 from benchmarks import real_inputs
+from data_prep import audio
+from data_prep import audio_augment
 from data_prep import face
 from data_prep import fileio
 import talkface_jax
@@ -150,6 +163,48 @@ def summarize(pairs: list[dict]) -> dict:
   return summary
 
 
+VOICE_TRANSFORMS = ("pitch", "tempo", "gate", "floor")
+
+
+def parse_voice(spec: str) -> tuple[str, float]:
+  """``--voice``'s (transform, amount).
+
+  Raises:
+    UserError: ``spec`` is not ``name:number`` with a name of ``VOICE_TRANSFORMS``.
+  """
+  name, _, value = spec.partition(":")
+  try:
+    amount = float(value)
+  except ValueError:
+    amount = math.nan
+  if name not in VOICE_TRANSFORMS or not math.isfinite(amount) or (
+      name == "tempo" and amount <= 0):
+    raise errors.UserError(f"--voice={spec!r}: expected one of {', '.join(VOICE_TRANSFORMS)} "
+                           "and a number, e.g. pitch:+3, tempo:0.8, gate:35, floor:45")
+  return name, amount
+
+
+def transform_voice(samples: np.ndarray, spec: str, seed: int = 0) -> np.ndarray:
+  """``samples`` (float [S] at 16 kHz) changed as ``spec`` says (see the module docstring);
+  a UserError for a bad ``spec`` (``parse_voice``)."""
+  name, amount = parse_voice(spec)
+  x = np.asarray(samples, np.float32)
+  if name == "pitch":
+    return librosa.effects.pitch_shift(x, sr=inference.SAMPLE_RATE, n_steps=amount)
+  if name == "tempo":
+    return librosa.effects.time_stretch(x, rate=amount)
+  frame = inference.SAMPLE_RATE // 100
+  if name == "gate":
+    whole = len(x) // frame * frame
+    level = 10 * np.log10(np.mean(x[:whole].reshape(-1, frame) ** 2, axis=1) + 1e-12)
+    y = x.copy()
+    y[:whole] *= np.repeat(level >= level.max() - amount, frame)
+    return y
+  pink = audio_augment.pink_noise(np.random.default_rng(seed).standard_normal(len(x)))
+  power = float(np.mean(x.astype(np.float64) ** 2))
+  return audio_augment.add_noise(x, pink, amount, power).astype(np.float32)
+
+
 def run(generator: inference.Generator, photos: dict[str, np.ndarray], recordings: dict,
         num_samples: int = 4, seed: int = 0, max_lag: int = 2, identity_frames: int = 8,
         landmark_side: int = LANDMARK_SIDE, videos_dir: str | None = None) -> dict:
@@ -200,7 +255,9 @@ def format_table(results: dict) -> str:
   lines = [f"Real photos x real voices: step {results['step']}, K = {results['num_samples']}, "
            f"seed {results['seed']}; mouth opening on frames upscaled to "
            f"{results['landmark_side']} px; r at the best lag within +-{results['max_lag']} "
-           f"frames; identity on {results['identity_frames']} frames per sample",
+           f"frames; identity on {results['identity_frames']} frames per sample"
+           + (f"; every recording changed: --voice={results['voice']}"
+              if results.get("voice") else ""),
            f"{'photo':<20}{'recording':<22}{'frames':>7}{'r':>8}{'chance':>8}  {'lags':<12}"
            f"{'move':>7}{'id dist':>9}{'<0.6':>7}{'frame0':>8}"]
   for p in results["pairs"]:
@@ -248,22 +305,31 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default=None,
                       help="JSON path (default WORKDIR/real_test_<step>.json)")
   parser.add_argument("--videos", default=None, help="also write the videos under this folder")
+  parser.add_argument("--voice", default=None,
+                      help="change every recording first: pitch:S, tempo:R, gate:D or floor:D "
+                      "(module docstring)")
   parser.add_argument("--cache_dir", default=None,
                       help=f"fetched inputs (default {real_inputs.default_cache()})")
   args = parser.parse_args(argv)
   start = time.time()
   try:
     generator = talkface_jax.load(args.workdir, args.step)  # A bad workdir fails first.
+    if args.voice:
+      parse_voice(args.voice)  # A bad spec fails before anything is fetched.
     photos, recordings = real_inputs.fetch(args.cache_dir)
+    if args.voice:
+      recordings = {name: (transform_voice(audio.load_audio(path, dtype=np.float32), args.voice),
+                           inference.SAMPLE_RATE) for name, path in recordings.items()}
     results = run(generator, photos, recordings, args.num_samples, args.seed, args.max_lag,
                   args.identity_frames, args.landmark_side, args.videos)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   photo_table, recording_table = real_inputs.load_table()
-  results = {"workdir": os.path.abspath(args.workdir), **results,
+  results = {"workdir": os.path.abspath(args.workdir), "voice": args.voice, **results,
              "inputs": {e.identity: e.source for e in photo_table + recording_table}}
-  out = args.out or os.path.join(args.workdir, f"real_test_{results['step']}.json")
+  suffix = f"_{args.voice.replace(':', '')}" if args.voice else ""
+  out = args.out or os.path.join(args.workdir, f"real_test_{results['step']}{suffix}.json")
   fileio.write_json(out, to_json(results), indent=1)
   print(format_table(results))
   print(f"{len(results['pairs'])} pairs in {time.time() - start:.0f} s ({machine.describe()}, "

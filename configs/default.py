@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   # length warp, reverberation, noise; data_prep.audio_augment) of every training clip; 0 =
   # the paper's clean features. Evaluation and generation never augment.
   config.data.audio_augment = 0.0
+  # Which of them (data_prep.audio_augment.KINDS), as a comma-separated string.
+  config.data.audio_augment_kinds = "warp,reverb,noise"
   config.data.prefetch = 2  # Batches prefetched by tf.data, per process.
   # Global batches kept transferred to the devices ahead of the train step (1: none ahead).
   config.data.device_prefetch = 2

@@ -89,8 +89,9 @@ def get_config(variant: str = ""):
   # The last quarter of the steps lowers the learning rate to 0 along a half cosine
   # (BENCHMARKS.md, "A decaying learning rate"): at 4800 steps, seed 0, unseen speakers' lip
   # sync r 0.77 (constant rate: 0.67), real photos x real voices 0.34 (0.29); seed 1: 0.70
-  # and 0.46. From a fresh clone the whole run took 46 min 55 s on a 2-core Zen 5 and 46 min
-  # 33 s on a 2-core Intel Xeon (AVX-512; unseen speakers' lip sync 0.76, real voices 0.39).
+  # and 0.46. From a fresh clone the whole run took 46 min 55 s on a 2-core Zen 5, 46 min
+  # 33 s on a 2-core Intel Xeon (AVX-512; unseen speakers' lip sync 0.76, real voices 0.39)
+  # and 55 min 55 s on a 2-core AMD Zen 4 (0.70, 0.42).
   config.optim.decay_fraction = 0.25
   config.train.log_every = 50
   config.train.checkpoint_every = 400

@@ -16,6 +16,10 @@ waveform, after applying each of these independently with probability p:
 * additive noise, white or pink with equal odds, at a signal-to-noise ratio ~
   U(``SNR_RANGE_DB``) dB over the clip.
 
+``config.data.audio_augment_kinds`` names which of the three a run uses (default all three:
+``("warp", "reverb", "noise")``); the others are never applied, though their values are still
+drawn, so a clip's warp is the same whichever kinds are on.
+
 Timing is untouched (no tempo change), so the windows stay aligned with the video frames.
 The draws are a pure function of ``seed`` (the pipeline's (epoch seed, example index)), so a
 resumed run hears what an uninterrupted one does. Evaluation and generation never augment.
@@ -33,6 +37,7 @@ WARP_RANGE = (0.9, 1.1)
 RT60_RANGE = (0.1, 0.6)  # Seconds: small rooms to living rooms.
 DRR_RANGE_DB = (0.0, 10.0)
 SNR_RANGE_DB = (10.0, 30.0)
+KINDS = ("warp", "reverb", "noise")  # In the order of augment's draws.
 
 
 def check_probability(p: float) -> float:
@@ -47,20 +52,40 @@ def augment_probability(config) -> float:
   return check_probability(config.data.get("audio_augment", 0.0))
 
 
-def augment(samples: np.ndarray, rng: np.random.Generator, probability: float
-            ) -> tuple[np.ndarray, float]:
+def check_kinds(kinds) -> tuple[str, ...]:
+  """``kinds`` (a sequence of names, or one comma-separated string) as a tuple of known
+  augmentations; else a UserError naming the config key."""
+  if isinstance(kinds, str):
+    kinds = [k for k in kinds.split(",") if k.strip()]
+  kinds = tuple(str(k).strip() for k in kinds)
+  unknown = [k for k in kinds if k not in KINDS]
+  if unknown or not kinds:
+    raise UserError(f"data.audio_augment_kinds={','.join(kinds)!r}: must name one or more of "
+                    f"{', '.join(KINDS)}")
+  return kinds
+
+
+def augment_kinds(config) -> tuple[str, ...]:
+  """A run config's ``data.audio_augment_kinds``, checked (all three for configs written
+  before the key)."""
+  return check_kinds(config.data.get("audio_augment_kinds", KINDS))
+
+
+def augment(samples: np.ndarray, rng: np.random.Generator, probability: float,
+            kinds=KINDS) -> tuple[np.ndarray, float]:
   """Reverberation and noise applied to ``samples``, and the warp for the MFCC.
 
   Args:
     samples: float [S] waveform in [-1, 1] at 16 kHz.
     rng: the draws' generator; the same number of values is drawn whatever is applied.
-    probability: of each of the three augmentations.
+    probability: of each of the augmentations in ``kinds``.
+    kinds: names from ``KINDS``; the others are not applied.
 
   Returns:
     (float64 [S] waveform, warp alpha for ``audio.mfcc_windows``; 1.0 when not warped).
   """
   samples = np.asarray(samples, np.float64)
-  apply = rng.uniform(size=3) < probability
+  apply = (rng.uniform(size=3) < probability) & np.isin(KINDS, check_kinds(kinds))
   alpha = rng.uniform(*WARP_RANGE)
   rt60, drr_db = rng.uniform(*RT60_RANGE), rng.uniform(*DRR_RANGE_DB)
   snr_db, pink = rng.uniform(*SNR_RANGE_DB), rng.uniform() < 0.5
@@ -105,13 +130,15 @@ def pink_noise(white: np.ndarray) -> np.ndarray:
   return np.fft.irfft(spectrum / np.sqrt(f), n=len(white))
 
 
-def augmented_windows(samples: np.ndarray, num_frames, seed, probability: float) -> np.ndarray:
+def augmented_windows(samples: np.ndarray, num_frames, seed, probability: float,
+                      kinds=KINDS) -> np.ndarray:
   """The MFCC windows [T, 28, 12] of ``samples`` (int16 or float [S], a clip's stored
-  waveform) after :func:`augment` with draws from ``seed`` (a sequence of integers)."""
+  waveform) after :func:`augment` of ``kinds`` with draws from ``seed`` (a sequence of
+  integers)."""
   num_frames = int(num_frames)
   if np.asarray(samples).dtype == np.int16:
     samples = np.asarray(samples, np.float32) / np.float32(32768.0)
   rng = np.random.default_rng([int(s) % 2 ** 63 for s in np.ravel(seed)])
-  samples, warp = augment(samples, rng, probability)
+  samples, warp = augment(samples, rng, probability, kinds)
   samples, _ = audio.fit_to_frames(samples, num_frames)
   return audio.mfcc_windows(samples, num_frames, warp=warp)

@@ -126,6 +126,7 @@ class InputPipeline:
     self.seq_len = config.data.seq_len
     audio_prep.audio_norm(config)  # A clear error for an unknown value before anything is read.
     audio_augment.augment_probability(config)
+    audio_augment.augment_kinds(config)
     self.builder = load_builder(config)
     self.check_split(config.data.train_split)
 
@@ -155,7 +156,8 @@ class InputPipeline:
     augment = audio_augment.augment_probability(self.config)
     if augment_seed is not None and augment > 0:
       mfcc = tf.numpy_function(
-          functools.partial(audio_augment.augmented_windows, probability=augment),
+          functools.partial(audio_augment.augmented_windows, probability=augment,
+                            kinds=audio_augment.augment_kinds(self.config)),
           [example["audio"], tf.shape(mfcc)[0], augment_seed], tf.float32, stateful=False)
     norm = audio_prep.audio_norm(self.config)
     if norm != "none":  # The whole clip's statistics, before the crop.

