@@ -196,7 +196,7 @@ def transform_voice(samples: np.ndarray, spec: str, seed: int = 0) -> np.ndarray
   frame = inference.SAMPLE_RATE // 100
   if name == "gate":
     whole = len(x) // frame * frame
-    level = 10 * np.log10(np.mean(x[:whole].reshape(-1, frame) ** 2, axis=1) + 1e-12)
+    level = 10 * np.log10(metrics.rms_envelope(x[:whole], frame) ** 2 + 1e-12)
     y = x.copy()
     y[:whole] *= np.repeat(level >= level.max() - amount, frame)
     return y
