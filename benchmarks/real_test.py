@@ -29,7 +29,11 @@ also writes each pair's K videos with their audio (``Generator.write``).
 
 ``--voice`` changes every recording before the model hears it (``transform_voice``), to ask
 which property of real voices a model misses: ``pitch:S`` shifts pitch and formants by S
-semitones (``librosa.effects.pitch_shift``: a smaller or larger vocal tract and voice),
+semitones (``librosa.effects.pitch_shift``: a smaller or larger vocal tract and voice; its
+phase vocoder also smears the sound: the MFCC of a 0.2-semitone shift differ from the
+original's about as much as with white noise 20 dB under the speech, BENCHMARKS.md),
+``speed:S`` plays the recording 2^(S/12) times as fast (polyphase resampling, no phase
+vocoder): pitch and formants S semitones up and the speech as much faster, nothing smeared,
 ``tempo:R`` speaks R times as fast (``librosa.effects.time_stretch``, pitch kept),
 ``gate:D`` zeroes the 10 ms frames more than D dB below the loudest (the corpus's digital
 silence between words), ``floor:D`` adds pink noise D dB below the speech (a microphone's
@@ -41,6 +45,7 @@ the JSON goes to ``real_test_<step>_<voice>.json``.
 """
 
 import argparse
+import fractions
 import math
 import os
 import sys
@@ -54,6 +59,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import librosa
 import numpy as np
+import scipy.signal
 import tqdm
 
 from benchmarks import machine
@@ -163,7 +169,7 @@ def summarize(pairs: list[dict]) -> dict:
   return summary
 
 
-VOICE_TRANSFORMS = ("pitch", "tempo", "gate", "floor")
+VOICE_TRANSFORMS = ("pitch", "speed", "tempo", "gate", "floor")
 
 
 def parse_voice(spec: str) -> tuple[str, float]:
@@ -180,7 +186,7 @@ def parse_voice(spec: str) -> tuple[str, float]:
   if name not in VOICE_TRANSFORMS or not math.isfinite(amount) or (
       name == "tempo" and amount <= 0):
     raise errors.UserError(f"--voice={spec!r}: expected one of {', '.join(VOICE_TRANSFORMS)} "
-                           "and a number, e.g. pitch:+3, tempo:0.8, gate:35, floor:45")
+                           "and a number, e.g. pitch:+3, speed:-3, tempo:0.8, gate:35, floor:45")
   return name, amount
 
 
@@ -191,6 +197,9 @@ def transform_voice(samples: np.ndarray, spec: str, seed: int = 0) -> np.ndarray
   x = np.asarray(samples, np.float32)
   if name == "pitch":
     return librosa.effects.pitch_shift(x, sr=inference.SAMPLE_RATE, n_steps=amount)
+  if name == "speed":  # Every frequency times f, the duration over f.
+    ratio = fractions.Fraction(2 ** (amount / 12)).limit_denominator(200)
+    return scipy.signal.resample_poly(x, ratio.denominator, ratio.numerator).astype(np.float32)
   if name == "tempo":
     return librosa.effects.time_stretch(x, rate=amount)
   frame = inference.SAMPLE_RATE // 100

@@ -26,11 +26,14 @@ def get_config() -> ml_collections.ConfigDict:
   # encoder hears speech rather than one voice's or microphone's colouring.
   config.data.audio_norm = "none"
   # Beyond the paper: probability of each training-time audio augmentation (vocal tract
-  # length warp, reverberation, noise; data_prep.audio_augment) of every training clip; 0 =
-  # the paper's clean features. Evaluation and generation never augment.
+  # length warp, reverberation, noise, frequency mask; data_prep.audio_augment) of every
+  # training clip; 0 = the paper's clean features. Evaluation and generation never augment.
   config.data.audio_augment = 0.0
-  # Which of them (data_prep.audio_augment.KINDS), as a comma-separated string.
+  # Which of them (data_prep.audio_augment.KINDS: warp, reverb, noise, mask), as a
+  # comma-separated string.
   config.data.audio_augment_kinds = "warp,reverb,noise"
+  # The vocal tract warp's half-width: alpha ~ U(1 - w, 1 + w) (0.1: about +-1.7 semitones).
+  config.data.audio_warp = 0.1
   config.data.prefetch = 2  # Batches prefetched by tf.data, per process.
   # Global batches kept transferred to the devices ahead of the train step (1: none ahead).
   config.data.device_prefetch = 2

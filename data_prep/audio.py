@@ -234,13 +234,16 @@ VTLP_BOUNDARY_HZ = 4800.0  # Jaitly and Hinton's F_hi for 16 kHz audio.
 
 
 def mfcc(signal: np.ndarray, sample_rate: int = schema.SAMPLE_RATE,
-         warp: float = 1.0) -> np.ndarray:
+         warp: float = 1.0, band_mask: np.ndarray | None = None) -> np.ndarray:
   """python_speech_features.mfcc with its defaults (see the module docstring).
 
   Args:
     signal: float [S] waveform (any scale; the release used [-1, 1]).
     sample_rate: Hz.
     warp: the mel filters' vocal tract length warp (:func:`mel_filterbank`); 1 = none.
+    band_mask: optional bool [26]: the mel bands whose log energies are replaced by their
+      mean over the frames (of each 60 s block; a training augmentation, SpecAugment's
+      frequency mask): what they carry over time is removed before the DCT.
 
   Returns:
     float64 [N, 13]: column 0 is the log frame energy, 1-12 the liftered cepstra.
@@ -268,22 +271,27 @@ def mfcc(signal: np.ndarray, sample_rate: int = schema.SAMPLE_RATE,
     emphasized = np.concatenate([head, segment[1:] - PREEMPHASIS * segment[:-1]])
     padded = np.concatenate([emphasized, np.zeros(stop - start - len(emphasized))])
     frames = librosa.util.frame(padded, frame_length=frame_length, hop_length=hop, axis=0)
-    blocks.append(_cepstra(frames, bank))
+    blocks.append(_cepstra(frames, bank, band_mask))
   return np.concatenate(blocks)
 
 
 _FRAMES_PER_BLOCK = 6000  # 60 s of 10 ms frames: ~25 MB of spectra.
 
 
-def _cepstra(frames: np.ndarray, bank: np.ndarray) -> np.ndarray:
-  """``mfcc`` of a block of windowed frames [N, L] with the mel filters [NFFT/2+1, 26]."""
+def _cepstra(frames: np.ndarray, bank: np.ndarray, band_mask: np.ndarray | None = None
+             ) -> np.ndarray:
+  """``mfcc`` of a block of windowed frames [N, L] with the mel filters [NFFT/2+1, 26] and
+  the ``band_mask`` bands held at their mean log energy."""
   power = np.abs(np.fft.rfft(frames, NFFT)) ** 2 / NFFT
   eps = np.finfo(float).eps
   energy = power.sum(axis=1)
   energy = np.where(energy == 0, eps, energy)  # log(0) on digital silence
   filtered = power @ bank
   filtered = np.where(filtered == 0, eps, filtered)
-  cepstra = scipy.fft.dct(np.log(filtered), type=2, axis=1, norm="ortho")[:, :NUM_CEPSTRA]
+  log_bands = np.log(filtered)
+  if band_mask is not None and np.any(band_mask):
+    log_bands[:, band_mask] = log_bands[:, band_mask].mean(axis=0)
+  cepstra = scipy.fft.dct(log_bands, type=2, axis=1, norm="ortho")[:, :NUM_CEPSTRA]
   n = np.arange(NUM_CEPSTRA)
   cepstra *= 1 + (LIFTER / 2.0) * np.sin(np.pi * n / LIFTER)
   cepstra[:, 0] = np.log(energy)
@@ -291,7 +299,7 @@ def _cepstra(frames: np.ndarray, bank: np.ndarray) -> np.ndarray:
 
 
 def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
-                 warp: float = 1.0) -> np.ndarray:
+                 warp: float = 1.0, band_mask: np.ndarray | None = None) -> np.ndarray:
   """One centred 28x12 MFCC window per video frame.
 
   Args:
@@ -300,6 +308,7 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
       (:func:`fit_to_frames`).
     num_frames: T; defaults to ``len(audio) // 640``. Checked against the window count.
     warp: vocal tract length warp of the mel filters (:func:`mfcc`); 1 = none.
+    band_mask: mel bands held at their mean (:func:`mfcc`); None = none.
 
   Returns:
     float32 [T, 28, 12]: window t holds MFCC rows 4t .. 4t + 27 of the padded signal, centred
@@ -311,7 +320,7 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
   elif audio.dtype != np.float32:
     audio = audio.astype(np.float64)
   padded = np.pad(audio, PAD_SAMPLES)
-  coefficients = mfcc(padded, warp=warp)[:, 1:]
+  coefficients = mfcc(padded, warp=warp, band_mask=band_mask)[:, 1:]
   count = coefficients.shape[0] // ROWS_PER_FRAME - (schema.MFCC_WINDOW_ROWS // ROWS_PER_FRAME - 1)
   if num_frames is not None and count != num_frames:
     raise ValueError(f"{len(audio)} samples give {count} MFCC windows, expected {num_frames}; "

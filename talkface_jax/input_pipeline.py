@@ -127,6 +127,7 @@ class InputPipeline:
     audio_prep.audio_norm(config)  # A clear error for an unknown value before anything is read.
     audio_augment.augment_probability(config)
     audio_augment.augment_kinds(config)
+    audio_augment.augment_warp(config)
     self.builder = load_builder(config)
     self.check_split(config.data.train_split)
 
@@ -157,7 +158,8 @@ class InputPipeline:
     if augment_seed is not None and augment > 0:
       mfcc = tf.numpy_function(
           functools.partial(audio_augment.augmented_windows, probability=augment,
-                            kinds=audio_augment.augment_kinds(self.config)),
+                            kinds=audio_augment.augment_kinds(self.config),
+                            warp=audio_augment.augment_warp(self.config)),
           [example["audio"], tf.shape(mfcc)[0], augment_seed], tf.float32, stateful=False)
     norm = audio_prep.audio_norm(self.config)
     if norm != "none":  # The whole clip's statistics, before the crop.

@@ -110,10 +110,65 @@ def test_kinds_apply_only_the_named_augmentations_with_the_same_draws():
   assert not np.allclose(only, audio_augment.augmented_windows(pcm, 30, [4, 2], 1.0), atol=0.1)
 
 
+def test_the_warp_width_scales_the_same_draw_and_reaches_the_configured_range():
+  speech = _speech_like(1.2).astype(np.float64)
+  draw = lambda warp: audio_augment.augment(speech, np.random.default_rng(5), 1.0, ("warp",),
+                                            warp)[1]
+  narrow, wide = draw(audio_augment.WARP), draw(0.2)
+  # One uniform u whatever the width: alpha - 1 = w (2u - 1) scales with w.
+  assert (wide - 1.0) == pytest.approx(2.0 * (narrow - 1.0), rel=1e-12)
+  assert draw(0.0) == 1.0
+  alphas = [audio_augment.augment(speech, np.random.default_rng(s), 1.0, ("warp",), 0.2)[1]
+            for s in range(200)]
+  assert 0.8 <= min(alphas) < 0.83 and 1.17 < max(alphas) <= 1.2
+  config = grid.get_config("tiny")
+  assert audio_augment.augment_warp(config) == audio_augment.WARP == 0.1
+  for bad in (-0.1, 0.6):
+    config.data.audio_warp = bad
+    with pytest.raises(ValueError, match="data.audio_warp"):
+      audio_augment.augment_warp(config)
+  pcm = (_speech_like(1.2) * 32767).astype(np.int16)
+  assert not np.allclose(audio_augment.augmented_windows(pcm, 30, [4, 2], 1.0, ("warp",), 0.2),
+                         audio_augment.augmented_windows(pcm, 30, [4, 2], 1.0, ("warp",)),
+                         atol=0.1)
+
+
+def test_a_masked_band_carries_nothing_over_time_and_the_mask_is_drawn_after_the_rest():
+  speech = _speech_like(1.2)
+  clean = audio.mfcc(speech)
+  every_band = audio.mfcc(speech, band_mask=np.ones(audio.NUM_FILTERS, bool))
+  # Every log band at its mean: the cepstra are the same in every frame; the energy is kept.
+  np.testing.assert_allclose(every_band[:, 1:], every_band[:1, 1:].repeat(len(clean), 0),
+                             atol=1e-9)
+  np.testing.assert_array_equal(every_band[:, 0], clean[:, 0])
+  mask = np.zeros(audio.NUM_FILTERS, bool)
+  mask[5:9] = True
+  masked = audio.mfcc(speech, band_mask=mask)
+  assert not np.allclose(masked, clean, atol=0.1)
+  np.testing.assert_array_equal(audio.mfcc(speech, band_mask=np.zeros_like(mask)), clean)
+  # The draws: one mask of 1..MASK_MAX_BANDS adjacent bands, only when "mask" is on; the three
+  # other kinds draw what they drew before the mask existed.
+  masks = [audio_augment.band_mask(np.random.default_rng(s), 1.0, "mask") for s in range(100)]
+  widths = [int(m.sum()) for m in masks]
+  assert min(widths) == 1 and max(widths) == audio_augment.MASK_MAX_BANDS
+  assert all(np.all(np.diff(np.flatnonzero(m)) == 1) for m in masks)
+  assert audio_augment.band_mask(np.random.default_rng(0), 1.0, "warp") is None
+  assert audio_augment.band_mask(np.random.default_rng(0), 0.0, "mask") is None
+  pcm = (speech * 32767).astype(np.int16)
+  plain = audio_augment.augmented_windows(pcm, 30, [4, 2], 1.0, "warp")
+  _, alpha = audio_augment.augment(pcm / 32768.0, np.random.default_rng([4, 2]), 1.0, "warp")
+  np.testing.assert_array_equal(plain, audio.mfcc_windows(pcm, 30, warp=alpha))
+  with_mask = audio_augment.augmented_windows(pcm, 30, [4, 2], 1.0, "warp,mask")
+  assert not np.allclose(with_mask, plain, atol=0.1)
+  np.testing.assert_array_equal(audio_augment.augmented_windows(pcm, 30, [4, 2], 0.0, "mask"),
+                                audio.mfcc_windows(pcm, 30))
+
+
 @pytest.mark.parametrize("kinds", ["warp,echo", "", " , ", "warp noise"])
 def test_audio_augment_kinds_must_name_known_augmentations(kinds):
   config = grid.get_config("tiny")
-  assert audio_augment.augment_kinds(config) == audio_augment.KINDS  # The default: all three.
+  # The default: the three there were before the mask.
+  assert audio_augment.augment_kinds(config) == audio_augment.DEFAULT_KINDS
   config.data.audio_augment_kinds = kinds
   with pytest.raises(ValueError, match="data.audio_augment_kinds"):
     audio_augment.augment_kinds(config)
@@ -127,8 +182,9 @@ def test_audio_augment_must_be_a_probability(p):
     audio_augment.augment_probability(config)
 
 
-@pytest.mark.parametrize("kinds", [None, "warp"])
+@pytest.mark.parametrize("kinds", [None, "warp,mask"])
 def test_the_training_pipeline_augments_with_its_own_draws_and_resumes_exactly(tmp_path, kinds):
+  warp = 0.2 if kinds else audio_augment.WARP
   splits = shard_fixtures.write_tiny_dataset(str(tmp_path), num_train=6, num_test=2,
                                              num_frames=9, examples_per_shard=3)
   config = grid.get_config("tiny")
@@ -137,6 +193,7 @@ def test_the_training_pipeline_augments_with_its_own_draws_and_resumes_exactly(t
   config.data.audio_augment = 1.0
   if kinds is not None:
     config.data.audio_augment_kinds = kinds
+    config.data.audio_warp = warp
   pipeline = input_pipeline.InputPipeline(config, local_batch_size=2)
   batches = list(itertools.islice(pipeline.train_batches(), 4))
   clips = {c["clip_id"]: c for c in splits["train"]}
@@ -147,7 +204,8 @@ def test_the_training_pipeline_augments_with_its_own_draws_and_resumes_exactly(t
                              if np.array_equal(c["frames"][o:o + 5], frames)]
       clip = clips[clip_id]
       candidates = [audio_augment.augmented_windows(clip["audio"], 9, [seed, i], 1.0,
-                                                    kinds or audio_augment.KINDS)
+                                                    kinds or audio_augment.DEFAULT_KINDS,
+                                                    warp)
                     for i in range(6)]
       assert any(np.array_equal(c[offset:offset + 5], mfcc) for c in candidates)
       assert not np.array_equal(clip["mfcc"][offset:offset + 5], mfcc)

@@ -220,6 +220,12 @@ def test_voice_transforms_change_what_they_name():
   tone = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
   up = real_test.transform_voice(tone, "pitch:+12")
   assert len(up) == len(tone) and _f0(up) == pytest.approx(400, rel=0.02)  # An octave up.
+  deeper = real_test.transform_voice(tone, "speed:-12")  # Half speed: an octave down, twice
+  assert len(deeper) == pytest.approx(2 * len(tone), abs=2)  # as long, no phase vocoder.
+  assert _f0(deeper) == pytest.approx(100, rel=0.01)
+  faster = real_test.transform_voice(tone, "speed:+3")
+  assert len(faster) == pytest.approx(len(tone) / 2 ** 0.25, rel=0.01)
+  assert _f0(faster) == pytest.approx(200 * 2 ** 0.25, rel=0.01)
   slow = real_test.transform_voice(tone, "tempo:0.5")
   assert len(slow) == pytest.approx(2 * len(tone), rel=0.01)
   assert _f0(slow) == pytest.approx(200, rel=0.02)  # Pitch kept.
