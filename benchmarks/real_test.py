@@ -41,7 +41,7 @@ noise floor). The lip sync is then measured against the changed recording's enve
 the JSON goes to ``real_test_<step>_<voice>.json``.
 
   python -m benchmarks.real_test --workdir=runs/synthetic --num_samples=4
-  python -m benchmarks.real_test --workdir=runs/synthetic --num_samples=4 --voice=pitch:+3
+  python -m benchmarks.real_test --workdir=runs/synthetic --num_samples=4 --voice=speed:-3
 """
 
 import argparse
@@ -315,8 +315,8 @@ def main(argv=None) -> int:
                       help="JSON path (default WORKDIR/real_test_<step>.json)")
   parser.add_argument("--videos", default=None, help="also write the videos under this folder")
   parser.add_argument("--voice", default=None,
-                      help="change every recording first: pitch:S, tempo:R, gate:D or floor:D "
-                      "(module docstring)")
+                      help="change every recording first: pitch:S, speed:S, tempo:R, gate:D or "
+                      "floor:D (module docstring)")
   parser.add_argument("--cache_dir", default=None,
                       help=f"fetched inputs (default {real_inputs.default_cache()})")
   args = parser.parse_args(argv)
