@@ -107,6 +107,12 @@ def get_config() -> ml_collections.ConfigDict:
   # reaches the frames directly (trained by the reconstruction error) and not only through
   # the prior's match of the frame posterior (models/talkface.py).
   config.model.audio_to_predictor = False
+  # Beyond the paper, which drops c0: each MFCC row also carries its loudness, the log frame
+  # energy relative to the clip's (or recording's) loudest row, floored 40 dB under it
+  # (data_prep.audio.relative_log_energy), as feature 0 of 13; computed from the shards'
+  # stored waveform, so shards need no rebuild. A recording's gain and its silence (digital
+  # zeros or a noise floor) then look the same to the audio encoder.
+  config.model.audio_energy = False
 
   config.loss = ml_collections.ConfigDict()
   config.loss.reconstruction_weight = 1.0  # lambda: weight of the per-frame MSE.

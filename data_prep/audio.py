@@ -299,7 +299,8 @@ def _cepstra(frames: np.ndarray, bank: np.ndarray, band_mask: np.ndarray | None 
 
 
 def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
-                 warp: float = 1.0, band_mask: np.ndarray | None = None) -> np.ndarray:
+                 warp: float = 1.0, band_mask: np.ndarray | None = None,
+                 energy: bool = False) -> np.ndarray:
   """One centred 28x12 MFCC window per video frame.
 
   Args:
@@ -309,10 +310,12 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
     num_frames: T; defaults to ``len(audio) // 640``. Checked against the window count.
     warp: vocal tract length warp of the mel filters (:func:`mfcc`); 1 = none.
     band_mask: mel bands held at their mean (:func:`mfcc`); None = none.
+    energy: also the rows' loudness (:func:`relative_log_energy` of c0) as feature 0, before
+      the 12 cepstra (``config.model.audio_energy``, beyond the paper).
 
   Returns:
-    float32 [T, 28, 12]: window t holds MFCC rows 4t .. 4t + 27 of the padded signal, centred
-    within 5 ms of video frame t's centre.
+    float32 [T, 28, 12] ([T, 28, 13] with ``energy``): window t holds MFCC rows 4t .. 4t + 27
+    of the padded signal, centred within 5 ms of video frame t's centre.
   """
   audio = np.asarray(audio)
   if audio.dtype == np.int16:  # Exact in float32: 16-bit values over a power of two.
@@ -320,7 +323,11 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
   elif audio.dtype != np.float32:
     audio = audio.astype(np.float64)
   padded = np.pad(audio, PAD_SAMPLES)
-  coefficients = mfcc(padded, warp=warp, band_mask=band_mask)[:, 1:]
+  coefficients = mfcc(padded, warp=warp, band_mask=band_mask)
+  if energy:
+    coefficients[:, 0] = relative_log_energy(coefficients[:, 0])
+  else:
+    coefficients = coefficients[:, 1:]
   count = coefficients.shape[0] // ROWS_PER_FRAME - (schema.MFCC_WINDOW_ROWS // ROWS_PER_FRAME - 1)
   if num_frames is not None and count != num_frames:
     raise ValueError(f"{len(audio)} samples give {count} MFCC windows, expected {num_frames}; "
@@ -328,6 +335,40 @@ def mfcc_windows(audio: np.ndarray, num_frames: int | None = None,
   starts = ROWS_PER_FRAME * np.arange(max(count, 0))
   index = starts[:, None] + np.arange(schema.MFCC_WINDOW_ROWS)[None, :]
   return coefficients[index].astype(np.float32)
+
+
+ENERGY_RANGE_DB = 40.0  # Loudness below the loudest row's minus this is all one silence.
+
+
+def relative_log_energy(log_energy: np.ndarray) -> np.ndarray:
+  """MFCC rows' log frame energies (c0) as loudness relative to the loudest row, floored.
+
+  Natural log units: 0 at the loudest row, down to ``-ENERGY_RANGE_DB`` dB (-9.2) for every
+  quieter one. The paper drops c0; a model given it (``config.model.audio_energy``) hears how
+  loud each 10 ms is whatever the recording's gain, and silence is one value whether it is a
+  synthesizer's digital zeros (c0 = log(eps) = -36) or a microphone's noise floor.
+  """
+  log_energy = np.asarray(log_energy, np.float64)
+  if log_energy.size == 0:
+    return log_energy
+  floor = -ENERGY_RANGE_DB / 10.0 * np.log(10.0)
+  return np.maximum(log_energy - log_energy.max(), floor)
+
+
+def audio_energy(config) -> bool:
+  """A run config's ``model.audio_energy`` (False for configs written before the key)."""
+  return bool(config.model.get("audio_energy", False))
+
+
+def model_windows(samples: np.ndarray, windows: np.ndarray, energy: bool) -> np.ndarray:
+  """A clip's stored MFCC windows [T, 28, 12] with, if ``energy``, its rows' loudness
+  (:func:`mfcc_windows` with ``energy``) from its waveform ``samples`` (int16 or float [S],
+  T * 640 long) as feature 0: [T, 28, 13]. Without ``energy``, ``windows`` as they are."""
+  windows = np.asarray(windows, np.float32)
+  if not energy:
+    return windows
+  loudness = mfcc_windows(samples, len(windows), energy=True)[..., :1]
+  return np.concatenate([loudness, windows], axis=-1)
 
 
 AUDIO_NORMS = ("none", "clip")  # Values of ``config.data.audio_norm``.
@@ -358,11 +399,11 @@ def normalize_windows(windows: np.ndarray, norm: str) -> np.ndarray:
   statistics are the whole clip's (or recording's), the same in training and generation.
 
   Args:
-    windows: float32 [T, 28, 12] (``mfcc_windows``).
+    windows: float32 [T, 28, F] (``mfcc_windows``, ``model_windows``).
     norm: one of ``AUDIO_NORMS``.
 
   Returns:
-    float32 [T, 28, 12].
+    float32 [T, 28, F].
   """
   windows = np.asarray(windows, np.float32)
   if check_audio_norm(norm) == "none" or len(windows) == 0:

@@ -170,10 +170,12 @@ def pink_noise(white: np.ndarray) -> np.ndarray:
 
 
 def augmented_windows(samples: np.ndarray, num_frames, seed, probability: float,
-                      kinds=DEFAULT_KINDS, warp: float = WARP) -> np.ndarray:
+                      kinds=DEFAULT_KINDS, warp: float = WARP, energy: bool = False
+                      ) -> np.ndarray:
   """The MFCC windows [T, 28, 12] of ``samples`` (int16 or float [S], a clip's stored
   waveform) after :func:`augment` of ``kinds`` (warp half-width ``warp``) with draws from
-  ``seed`` (a sequence of integers), then :func:`band_mask`'s."""
+  ``seed`` (a sequence of integers), then :func:`band_mask`'s; with ``energy``, [T, 28, 13]
+  with the augmented rows' loudness first (``audio.mfcc_windows``)."""
   num_frames = int(num_frames)
   if np.asarray(samples).dtype == np.int16:
     samples = np.asarray(samples, np.float32) / np.float32(32768.0)
@@ -181,4 +183,4 @@ def augmented_windows(samples: np.ndarray, num_frames, seed, probability: float,
   samples, alpha = augment(samples, rng, probability, kinds, warp)
   bands = band_mask(rng, probability, kinds)
   samples, _ = audio.fit_to_frames(samples, num_frames)
-  return audio.mfcc_windows(samples, num_frames, warp=alpha, band_mask=bands)
+  return audio.mfcc_windows(samples, num_frames, warp=alpha, band_mask=bands, energy=energy)

@@ -107,7 +107,7 @@ def align_face(face, aligner: face_prep.FaceAligner, face_index: int = 0) -> np.
   return photo.align_photo(np.ascontiguousarray(image), aligner, face_index, name="face array")
 
 
-def prepare_speech(audio, audio_norm: str = "none") -> Speech:
+def prepare_speech(audio, audio_norm: str = "none", energy: bool = False) -> Speech:
   """Speech of any file, rate and channel count, as the model hears it.
 
   The video gets ``round(duration * 25)`` frames; the waveform is zero-padded or trimmed by
@@ -118,6 +118,8 @@ def prepare_speech(audio, audio_norm: str = "none") -> Speech:
       ``(samples, sample_rate)`` with samples [S] or [S, channels], float in [-1, 1] or int16.
     audio_norm: the model's ``config.data.audio_norm`` (``data_prep.audio.normalize_windows``:
       the recording's own statistics).
+    energy: the model's ``config.model.audio_energy`` (``data_prep.audio.model_windows``:
+      each MFCC row's loudness relative to the recording's loudest).
 
   Raises:
     UserError: the file is missing, empty, unreadable, has no audio stream, or lasts less
@@ -133,7 +135,8 @@ def prepare_speech(audio, audio_norm: str = "none") -> Speech:
     except (TypeError, ValueError) as e:
       raise errors.UserError("audio: expected a path or a (samples, sample_rate) pair") from e
     samples, mfcc = audio_prep.speech_features(np.asarray(samples), "audio array", int(rate))
-  return Speech(samples, audio_prep.normalize_windows(mfcc, audio_norm))
+  windows = audio_prep.model_windows(samples, mfcc, energy)
+  return Speech(samples, audio_prep.normalize_windows(windows, audio_norm))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -312,8 +315,9 @@ class Generator:
     return align_face(face, self._aligner, face_index)
 
   def prepare_speech(self, audio) -> Speech:
-    """``prepare_speech`` with this model's ``data.audio_norm``."""
-    return prepare_speech(audio, audio_prep.audio_norm(self.config))
+    """``prepare_speech`` with this model's ``data.audio_norm`` and ``model.audio_energy``."""
+    return prepare_speech(audio, audio_prep.audio_norm(self.config),
+                          audio_prep.audio_energy(self.config))
 
   # -- generation -----------------------------------------------------------------------------
 

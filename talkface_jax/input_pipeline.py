@@ -5,8 +5,10 @@ numpy batches of ``global_batch / process_count`` sequences:
 
 * ``frames``: uint8 [b, L, H, W, 3] (converted to float on the device, which keeps the host to
   device copy 4x smaller), ``mfcc``: float32 [b, L, 28, 12]; L = ``config.data.seq_len``;
-  normalised per clip as ``config.data.audio_norm`` says (``data_prep.audio.normalize_windows``:
-  here, in ``load_clips`` and in ``inference.prepare_speech``, every path into the model).
+  with ``config.model.audio_energy`` [b, L, 28, 13], each row's loudness from the clip's
+  stored waveform first (``data_prep.audio.model_windows``); normalised per clip as
+  ``config.data.audio_norm`` says (``data_prep.audio.normalize_windows``: here, in
+  ``load_clips`` and in ``inference.prepare_speech``, every path into the model).
   With ``config.data.audio_augment`` > 0, training clips' windows are recomputed from their
   stored waveform after ``data_prep.audio_augment`` (warp, reverberation, noise), before the
   normalisation; evaluation reads the stored windows.
@@ -155,12 +157,16 @@ class InputPipeline:
     length = self.seq_len
     mfcc = example["mfcc"]
     augment = audio_augment.augment_probability(self.config)
+    energy = audio_prep.audio_energy(self.config)
     if augment_seed is not None and augment > 0:
       mfcc = tf.numpy_function(
           functools.partial(audio_augment.augmented_windows, probability=augment,
                             kinds=audio_augment.augment_kinds(self.config),
-                            warp=audio_augment.augment_warp(self.config)),
+                            warp=audio_augment.augment_warp(self.config), energy=energy),
           [example["audio"], tf.shape(mfcc)[0], augment_seed], tf.float32, stateful=False)
+    elif energy:
+      mfcc = tf.numpy_function(functools.partial(audio_prep.model_windows, energy=True),
+                               [example["audio"], mfcc], tf.float32, stateful=False)
     norm = audio_prep.audio_norm(self.config)
     if norm != "none":  # The whole clip's statistics, before the crop.
       mfcc = tf.numpy_function(lambda m: audio_prep.normalize_windows(m, norm), [mfcc],
@@ -171,7 +177,8 @@ class InputPipeline:
     res = self.config.model.resolution
     return {"frames": tf.ensure_shape(frames, (length, res, res, 3)),
             "mfcc": tf.ensure_shape(mfcc[offset:offset + length],
-                                    (length, schema.MFCC_WINDOW_ROWS, schema.MFCC_NUM_COEFFS))}
+                                    (length, schema.MFCC_WINDOW_ROWS,
+                                     schema.audio_features(energy)))}
 
   def _long_enough(self, example) -> tf.Tensor:
     return tf.shape(example["frames"])[0] >= self.seq_len
@@ -287,8 +294,9 @@ def load_clips(config: ml_collections.ConfigDict, split: str, num_clips: int,
     if index in chosen:
       example["clip_id"] = example["clip_id"].decode()
       example["speaker"] = example["speaker"].decode()
-      example["mfcc"] = audio_prep.normalize_windows(example["mfcc"],
-                                                     audio_prep.audio_norm(config))
+      windows = audio_prep.model_windows(example["audio"], example["mfcc"],
+                                         audio_prep.audio_energy(config))
+      example["mfcc"] = audio_prep.normalize_windows(windows, audio_prep.audio_norm(config))
       clips.append(example)
       if len(clips) == len(chosen):  # The rest of the split is not read (or decoded).
         break

@@ -179,6 +179,36 @@ def test_clip_normalisation_removes_a_stationary_colouring_and_keeps_silence_zer
   assert silence.shape == (5, 28, 12) and np.abs(silence).max() < 1e-6
 
 
+def test_energy_feature_is_c0_relative_to_the_loudest_row_and_floored():
+  """model.audio_energy's feature 0: c0 (the log frame energy the paper drops) minus its
+  maximum over the clip, floored 40 dB under it; the 12 cepstra after it are unchanged. Gain
+  does not move it, and digital silence and a noise floor 60 dB down are the same value."""
+  rng = np.random.default_rng(1)
+  samples = (0.3 * rng.standard_normal(12 * 640)).astype(np.float32)
+  samples[: 4 * 640] = 0.0  # Digital silence at the start.
+  rows = audio.mfcc(np.pad(samples.astype(np.float64), audio.PAD_SAMPLES))
+  loudness = np.maximum(rows[:, 0] - rows[:, 0].max(), -4.0 * np.log(10.0))
+  expected = np.stack([loudness[4 * t:4 * t + 28] for t in range(12)])
+  windows = audio.mfcc_windows(samples, 12, energy=True)
+  assert windows.shape == (12, 28, 13)
+  np.testing.assert_allclose(windows[..., 0], expected, atol=1e-5)
+  np.testing.assert_array_equal(windows[..., 1:], audio.mfcc_windows(samples, 12))
+  assert windows[..., 0].max() == 0.0 and windows[0, 0, 0] == np.float32(-4 * np.log(10.0))
+  quiet = audio.mfcc_windows(0.01 * samples, 12, energy=True)
+  np.testing.assert_allclose(quiet[..., 0], windows[..., 0], atol=1e-4)
+  floor = samples.copy()
+  floor[: 4 * 640] = 0.3e-3 * rng.standard_normal(4 * 640)  # 60 dB under the speech.
+  np.testing.assert_allclose(audio.mfcc_windows(floor, 12, energy=True)[:2, :4, 0],
+                             windows[:2, :4, 0], atol=1e-6)
+  # model_windows adds it to stored windows from the clip's waveform (int16 as stored).
+  stored = (samples * 32767).astype(np.int16)
+  np.testing.assert_allclose(
+      audio.model_windows(stored, audio.mfcc_windows(stored, 12), True),
+      audio.mfcc_windows(stored, 12, energy=True), atol=1e-6)
+  np.testing.assert_array_equal(audio.model_windows(stored, windows[..., 1:], False),
+                                windows[..., 1:])
+
+
 def test_unknown_audio_norm_is_a_user_error():
   with pytest.raises(audio.UserError, match="data.audio_norm='cmvn'"):
     audio.normalize_windows(np.zeros((2, 28, 12), np.float32), "cmvn")

@@ -127,6 +127,27 @@ def test_clip_audio_norm_reaches_training_eval_and_whole_clips(dataset):
     input_pipeline.InputPipeline(config, 2)
 
 
+def test_audio_energy_reaches_training_eval_and_whole_clips(dataset):
+  """With model.audio_energy every path into the model gets 13 features per MFCC row: the
+  loudness of the clip's stored waveform first, then the stored cepstra, all normalised."""
+  config, splits = dataset
+  config = config.copy_and_resolve_references()
+  config.model.audio_energy = True
+  config.data.audio_norm = "clip"
+  heard = {split: [{**c, "mfcc": audio_prep.normalize_windows(
+      audio_prep.model_windows(c["audio"], c["mfcc"], True), "clip")} for c in clips]
+           for split, clips in splits.items()}
+  assert heard["train"][0]["mfcc"].shape[-1] == 13
+  pipeline = input_pipeline.InputPipeline(config, local_batch_size=2)
+  for batch, _ in itertools.islice(pipeline.train_batches(), 3):
+    assert batch["mfcc"].shape == (2, 5, 28, 13)
+    _find_window(batch["frames"], batch["mfcc"], heard["train"])
+  batch = next(pipeline.eval_batches(num_batches=1, local_batch_size=2))
+  _find_window(batch["frames"], batch["mfcc"], heard["test"])
+  clip = input_pipeline.load_clips(config, "test", 1)[0]
+  np.testing.assert_array_equal(clip["mfcc"], heard["test"][0]["mfcc"])
+
+
 def test_missing_data_says_where_and_how_to_build(tmp_path):
   config = grid.get_config("tiny")
   config.data.dir = str(tmp_path / "nowhere")

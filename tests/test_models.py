@@ -370,6 +370,28 @@ def test_audio_to_predictor_makes_the_frames_depend_on_the_audio():
                                  np.asarray(whole[:, :, 1:]), atol=1e-5)
 
 
+def test_audio_energy_widens_the_audio_input_and_the_loudness_is_heard():
+  """model.audio_energy: the model is built for 13 features per MFCC row (init_variables, as
+  training and inference restore it), and feature 0 (the loudness) changes the frames."""
+  model = _tiny_model(bn_momentum=0.0, audio_energy=True, audio_to_predictor=True,
+                      audio_bn_relu=True)
+  initial = jax.eval_shape(lambda: talkface.init_variables(model, jax.random.key(0),
+                                                           jax.random.key(1)))
+  rng = np.random.default_rng(8)
+  frames = jnp.asarray(rng.uniform(size=(2, 5, 64, 64, 3)), jnp.float32)
+  mfcc = jnp.asarray(rng.normal(size=(2, 5, 28, 13)), jnp.float32)
+  variables = _init_tiny(model, frames, mfcc)
+  assert jax.tree.map(lambda x: x.shape, variables) == jax.tree.map(lambda x: x.shape, initial)
+  louder = mfcc.at[..., 0].add(2.0)
+  run = lambda m: np.asarray(model.apply(variables, frames, m, train=False,
+                                         rngs={"latent": jax.random.key(6)}).frames)
+  assert np.abs(run(mfcc) - run(louder)).max() > 1e-4
+  # The paper's 12 features would pool to the FC's input size too: an error names the key.
+  with pytest.raises(ValueError, match="model.audio_energy=True"):
+    run(mfcc[..., 1:])
+  assert not _tiny_model().audio_energy  # Off by default (the paper's features).
+
+
 def _posterior_mu(model, variables, frames, mfcc, prev_frames=None):
   out = jax.jit(functools.partial(model.apply, train=False))(
       variables, frames, mfcc, rngs={"latent": jax.random.key(0)}, prev_frames=prev_frames)

@@ -355,6 +355,11 @@ def test_load_speech_any_rate_and_stereo(files):
   np.testing.assert_array_equal(normalised.samples, audio)
   np.testing.assert_array_equal(normalised.mfcc, audio_prep.normalize_windows(mfcc, "clip"))
   assert not np.allclose(normalised.mfcc, mfcc)
+  # With model.audio_energy, the recording's loudness before the cepstra.
+  loud = inference.prepare_speech(files["speech.wav"], "clip", energy=True)
+  np.testing.assert_array_equal(loud.mfcc[..., 1:], normalised.mfcc)
+  np.testing.assert_array_equal(loud.mfcc, audio_prep.normalize_windows(
+      audio_prep.mfcc_windows(audio, len(mfcc), energy=True), "clip"))
 
 
 @pytest.mark.parametrize("name, pattern", [

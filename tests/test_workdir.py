@@ -30,6 +30,6 @@ def test_a_config_stored_before_a_key_existed_means_the_papers_choice(key):
   assert given.model[key] == talkface.ADDED_KEYS[key]
   assert not workdir.model_differences(stored, given)
   others = {"decoder_output": "residual", "audio_to_predictor": True, "prior_components": 4,
-            "posterior_view": "upper_face"}
+            "posterior_view": "upper_face", "audio_energy": True}
   given.model[key] = others[key]
   assert key in {k.split(".", 1)[1] for k in workdir.model_differences(stored, given)}

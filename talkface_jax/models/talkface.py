@@ -78,6 +78,9 @@ class TalkFace(nn.Module):
   latent_correlation: float  # AR(1) coefficient of the generation noise over time.
   decoder_output: str = "direct"  # 'direct' (paper) or 'residual' on the identity frame.
   audio_to_predictor: bool = False  # The predictor also sees this frame's audio code.
+  # Beyond the paper: each MFCC row also carries its loudness, feature 0 of 13
+  # (data_prep.audio.model_windows, data_prep.schema.audio_features).
+  audio_energy: bool = False
   prior_components: int = 1  # Gaussians in the learned prior's mixture (1: one Gaussian).
   posterior_view: str = "frame"  # 'frame' (paper) or 'upper_face' (``posterior_frames``).
 
@@ -189,7 +192,12 @@ class TalkFace(nn.Module):
     return jnp.concatenate([z, audio.astype(z.dtype)], axis=-1)
 
   def encode_audio(self, mfcc: jax.Array, train: bool) -> jax.Array:
-    """[B, T, 28, 12] -> [B, T, audio_dim], all windows in one batch."""
+    """[B, T, 28, 12] ([B, T, 28, 13] with ``audio_energy``) -> [B, T, audio_dim], all
+    windows in one batch."""
+    features = 12 + int(self.audio_energy)
+    if mfcc.shape[-1] != features:  # 12 and 13 pool to the same size: the FC would not catch it.
+      raise ValueError(f"MFCC windows with {mfcc.shape[-1]} features per row; this model "
+                       f"(model.audio_energy={self.audio_energy}) hears {features}")
     b, t = mfcc.shape[:2]
     return self.audio_encoder(mfcc.reshape(b * t, *mfcc.shape[2:]), train).reshape(b, t, -1)
 
@@ -277,7 +285,7 @@ POSTERIOR_VIEWS = ("frame", "upper_face")
 # without it (one stored by an earlier run) means: the paper's model. ``build_model`` and
 # ``workdir.model_differences`` read older configs with these.
 ADDED_KEYS = {"decoder_output": "direct", "audio_to_predictor": False, "prior_components": 1,
-              "posterior_view": "frame"}
+              "posterior_view": "frame", "audio_energy": False}
 
 
 def posterior_frames(frames: jax.Array, view: str) -> jax.Array:
@@ -303,7 +311,8 @@ def init_variables(model: TalkFace, params_rng: jax.Array, latent_rng: jax.Array
   res = model.resolution
   return model.init({"params": params_rng, "latent": latent_rng},
                     jnp.zeros((1, 2, res, res, 3), jnp.float32),
-                    jnp.zeros((1, 2, 28, 12), jnp.float32), train=True)
+                    jnp.zeros((1, 2, 28, 12 + int(model.audio_energy)), jnp.float32),
+                    train=True)
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
@@ -341,6 +350,7 @@ def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
       decoder_output=decoder_output,
       audio_to_predictor=bool(model_config.get("audio_to_predictor",
                                                ADDED_KEYS["audio_to_predictor"])),
+      audio_energy=bool(model_config.get("audio_energy", ADDED_KEYS["audio_energy"])),
       prior_components=components, posterior_view=posterior_view)
 
 
