@@ -20,6 +20,8 @@ FPS = 25
 SAMPLE_RATE = 16000
 MFCC_WINDOW_ROWS = 28  # 7 video frames x 4 MFCC rows of 10 ms
 MFCC_NUM_COEFFS = 12   # 13 cepstra with c0 dropped
+NUM_MOUTH_LANDMARKS = 20  # Dlib 68-point indices 48..67
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
 
 def audio_features(energy: bool) -> int:
@@ -27,8 +29,6 @@ def audio_features(energy: bool) -> int:
   (``config.model.audio_energy``, beyond the paper) the row's loudness before them
   (``data_prep.audio.model_windows``)."""
   return MFCC_NUM_COEFFS + int(bool(energy))
-NUM_MOUTH_LANDMARKS = 20  # Dlib 68-point indices 48..67
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
 
 def features(resolution: int) -> tfds.features.FeaturesDict:

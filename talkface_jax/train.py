@@ -271,7 +271,8 @@ def random_batch(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.Array
       "frames": rng.integers(0, 256, shape + (config.model.resolution,) * 2 + (3,),
                              dtype=np.uint8),
       "mfcc": rng.normal(size=shape + (schema.MFCC_WINDOW_ROWS, schema.audio_features(
-          config.model.get("audio_energy", False)))).astype(np.float32)}, mesh)
+          config.model.get("audio_energy", talkface.ADDED_KEYS["audio_energy"])))
+                         ).astype(np.float32)}, mesh)
 
 
 def _with_conv_impl(config: ml_collections.ConfigDict, impl: str) -> ml_collections.ConfigDict:

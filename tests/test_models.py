@@ -9,7 +9,7 @@ import pytest
 
 from configs import grid
 from data_prep import template
-from talkface_jax import losses
+from talkface_jax import losses, parallel, train
 from talkface_jax.models import audio, image, talkface
 
 
@@ -390,6 +390,10 @@ def test_audio_energy_widens_the_audio_input_and_the_loudness_is_heard():
   with pytest.raises(ValueError, match="model.audio_energy=True"):
     run(mfcc[..., 1:])
   assert not _tiny_model().audio_energy  # Off by default (the paper's features).
+  # The conv library's probe times steps on random batches of the configured width.
+  config = grid.get_config("tiny")
+  config.model.audio_energy = True
+  assert train.random_batch(config, parallel.make_mesh(config))["mfcc"].shape[-1] == 13
 
 
 def _posterior_mu(model, variables, frames, mfcc, prev_frames=None):
