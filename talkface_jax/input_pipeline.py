@@ -10,8 +10,8 @@ numpy batches of ``global_batch / process_count`` sequences:
   ``config.data.audio_norm`` says (``data_prep.audio.normalize_windows``: here, in
   ``load_clips`` and in ``inference.prepare_speech``, every path into the model).
   With ``config.data.audio_augment`` > 0, training clips' windows are recomputed from their
-  stored waveform after ``data_prep.audio_augment`` (warp, reverberation, noise), before the
-  normalisation; evaluation reads the stored windows.
+  stored waveform after ``data_prep.audio_augment`` (warp, reverberation, noise, frequency
+  mask), before the normalisation; evaluation reads the stored windows.
 
 Training order is a pure function of (seed, epoch, position): every epoch shuffles its files
 and examples with seeds derived from ``(config.seed, epoch)`` and crops each clip at an offset

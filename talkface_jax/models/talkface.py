@@ -191,13 +191,17 @@ class TalkFace(nn.Module):
       return z
     return jnp.concatenate([z, audio.astype(z.dtype)], axis=-1)
 
+  @property
+  def audio_features(self) -> int:
+    """Features per MFCC row: the 12 cepstra, and the loudness first with ``audio_energy``."""
+    return 12 + int(self.audio_energy)
+
   def encode_audio(self, mfcc: jax.Array, train: bool) -> jax.Array:
     """[B, T, 28, 12] ([B, T, 28, 13] with ``audio_energy``) -> [B, T, audio_dim], all
     windows in one batch."""
-    features = 12 + int(self.audio_energy)
-    if mfcc.shape[-1] != features:  # 12 and 13 pool to the same size: the FC would not catch it.
+    if mfcc.shape[-1] != self.audio_features:  # 12 and 13 pool alike: the FC would not catch it.
       raise ValueError(f"MFCC windows with {mfcc.shape[-1]} features per row; this model "
-                       f"(model.audio_energy={self.audio_energy}) hears {features}")
+                       f"(model.audio_energy={self.audio_energy}) hears {self.audio_features}")
     b, t = mfcc.shape[:2]
     return self.audio_encoder(mfcc.reshape(b * t, *mfcc.shape[2:]), train).reshape(b, t, -1)
 
@@ -311,8 +315,7 @@ def init_variables(model: TalkFace, params_rng: jax.Array, latent_rng: jax.Array
   res = model.resolution
   return model.init({"params": params_rng, "latent": latent_rng},
                     jnp.zeros((1, 2, res, res, 3), jnp.float32),
-                    jnp.zeros((1, 2, 28, 12 + int(model.audio_energy)), jnp.float32),
-                    train=True)
+                    jnp.zeros((1, 2, 28, model.audio_features), jnp.float32), train=True)
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> TalkFace:
