@@ -519,8 +519,10 @@ def mouth_opening(landmarks: np.ndarray, resolution: int) -> np.ndarray:
   """Inner-lip gap per frame, normalised by the template's inter-ocular distance.
 
   The gap is the mean of the distances 61-67, 62-66 and 63-65 of Dlib's 68 landmarks fitted
-  on aligned crops (:func:`landmarks_on_aligned`); used to correlate lip motion with the
-  ground truth. One fit per frame serves this, the eye opening and LMD.
+  on aligned crops (:func:`landmarks_on_aligned`), each 0 where the lower point lies above the
+  upper one (crossed inner lips: a closed mouth); used to correlate lip motion with the
+  ground truth, on landmarks fitted on crops upscaled to ``MOUTH_LANDMARK_SIDE``
+  (:func:`upscaled_mouth_opening`).
 
   Args:
     landmarks: [N, 68, 2] fitted on aligned crops of size ``resolution``.
@@ -530,7 +532,13 @@ def mouth_opening(landmarks: np.ndarray, resolution: int) -> np.ndarray:
     float32 [N].
   """
   landmarks = np.asarray(landmarks)
-  gap = np.linalg.norm(landmarks[:, UPPER_INNER_LIP] - landmarks[:, LOWER_INNER_LIP], axis=-1)
+  upper, lower = landmarks[:, UPPER_INNER_LIP], landmarks[:, LOWER_INNER_LIP]
+  gap = np.linalg.norm(upper - lower, axis=-1)
+  # A lower inner-lip point fitted above its upper partner (crossed lips) is a closed mouth:
+  # on a thin-lipped closed mouth Dlib may cross the inner lips by as much as an open mouth's
+  # gap (Marie Curie's photo in benchmarks/real_inputs.json: 0.12-0.15 inter-ocular, an open
+  # mouth's 0.10-0.16), which the unsigned distance read as wide open.
+  gap = np.where(lower[..., 1] > upper[..., 1], gap, 0.0)
   return (gap.mean(-1) / template.inter_ocular(resolution)).astype(np.float32)
 
 

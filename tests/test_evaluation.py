@@ -55,6 +55,19 @@ def test_mouth_opening_grows_with_the_inner_lip_gap():
   np.testing.assert_allclose(opening, [0.0, 3.0 / template.inter_ocular(64)], rtol=1e-6)
 
 
+def test_crossed_inner_lips_read_as_a_closed_mouth():
+  # Dlib crosses the inner lips of some thin-lipped closed mouths (lower points above the
+  # upper ones); the unsigned distance read that as an open mouth.
+  landmarks = np.zeros((3, 68, 2), np.float32)
+  landmarks[:, list(face.UPPER_INNER_LIP), 1] = 10.0
+  landmarks[0, list(face.LOWER_INNER_LIP), 1] = 7.0  # All three pairs crossed by 3 px.
+  landmarks[1, list(face.LOWER_INNER_LIP), 1] = 13.0  # Open by 3 px.
+  landmarks[2, list(face.LOWER_INNER_LIP), 1] = [13.0, 7.0, 13.0]  # The middle pair crossed.
+  opening = face.mouth_opening(landmarks, 64)
+  gap = 3.0 / template.inter_ocular(64)
+  np.testing.assert_allclose(opening, [0.0, gap, 2 * gap / 3], rtol=1e-6)
+
+
 def test_score_clip_on_the_truth_and_on_a_mouth_only_change(aligned_clip):
   frames = aligned_clip["frames"]
   truth_landmarks = face.landmarks_on_aligned(frames[1:])
@@ -160,7 +173,7 @@ _FIELDS = {
     "step", "split", "seed", "num_clips", "num_samples", "frames_scored", "clip_ids", "skipped",
     "ssim_mean_of_k", "ssim_best_of_k", "psnr_mean_of_k", "psnr_best_of_k", "lmd_mean_of_k",
     "lmd_best_of_k", "lipsync_r_mean_of_k", "lipsync_r_best_of_k", "lipsync_r_defined",
-    "lipsync_r_worst_clip",
+    "lipsync_r_worst_clip", "lipsync_r_per_clip",
     "diversity", "diversity_eyes", "diversity_mouth", "agreement_mouth", "agreement_eyes",
     "deterministic_ssim", "deterministic_psnr", "deterministic_lmd", "deterministic_lipsync_r",
     "still_frame_ssim", "still_frame_psnr", "mse_eyes_mean_of_k", "mse_eyes_best_of_k",
@@ -275,6 +288,11 @@ def test_eval_of_a_trained_checkpoint_writes_every_field(trained, capsys):
   assert results["lmd_best_of_k"] <= results["lmd_mean_of_k"]
   assert results["diversity"] >= 0
   assert 0 < results["still_frame_ssim"] <= 1 and math.isfinite(results["still_frame_psnr"])
+  per_clip = results["lipsync_r_per_clip"]  # Names the worst clip.
+  assert list(per_clip) == results["clip_ids"]
+  defined = [r for r in per_clip.values() if r is not None]
+  assert (results["lipsync_r_worst_clip"] == pytest.approx(min(defined)) if defined
+          else results["lipsync_r_worst_clip"] is None)
   assert "mean of K" in capsys.readouterr().out
   assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
   # The clips are a seeded random choice: the same seed gives the same clips, and the clips'
