@@ -21,11 +21,8 @@ identity under Dlib's 0.6; per-clip MFCC normalisation keeps that (r 0.48) and l
 recordings drive the mouth further above chance (benchmarks/real_test: r 0.28 against
 chance 0.16, without it 0.22 against 0.19). Trained 4800 steps instead of 1200, unseen
 speakers reach r 0.67 (worst clip 0.53) and real recordings 0.29 (chance 0.15); with the
-learning rate decayed to 0 over the last quarter, 0.77 and 0.34 (chance 0.15). With each
-MFCC row's loudness beside the cepstra (``model.audio_energy``, since 2026-12-04) real
-recordings drive the mouth at r 0.55-0.62 (three seeds; the figures of this paragraph before
-it were measured with the 64 px lip fit and the unsigned lip gap, corrected on 2026-12-04).
-Variant ``:tiny`` is the same path at test size.
+learning rate decayed to 0 over the last quarter, 0.77 and 0.34 (chance 0.15). Variant
+``:tiny`` is the same path at test size.
 """
 
 from configs import demo
@@ -77,14 +74,6 @@ def get_config(variant: str = ""):
   # 0.50 against 0.46 / 0.45 without; real photos x real voices r 0.28 / 0.25 against chance
   # 0.16 / 0.13, without it 0.22 / 0.24 against 0.19 / 0.16.
   config.data.audio_norm = "clip"
-  # Each MFCC row's loudness beside the 12 cepstra (the paper's features drop c0;
-  # data_prep.audio.model_windows, relative to the clip's loudest row, floored 40 dB under
-  # it). Measured at seeds 0 / 1 / 2 on a 2-core AMD Zen 4 with the mouth-opening measure as
-  # corrected on 2026-12-04 (BENCHMARKS.md, "Two corrections to the mouth-opening measure"):
-  # real photos x real voices r 0.55 / 0.61 / 0.62 against 0.45 without it (seed 0);
-  # unseen speakers' lip sync 0.88 / 0.87 / 0.87 (worst clip 0.81 / 0.82 / 0.76) against
-  # 0.86 (0.80).
-  config.model.audio_energy = True
 
   # The faster convolution library of a short probe at start-up (train.choose_conv_impl):
   # Eigen took 0.60 vs 0.80 s per step of this model with `xla` (interleaved, idle Intel Xeon

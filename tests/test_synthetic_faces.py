@@ -324,19 +324,16 @@ def test_synthetic_config_describes_a_speaker_independent_build():
 
 
 # What `configs/synthetic.py` trained with when the figures in BENCHMARKS.md, "generalization",
-# were measured (commit 16eb26e, the 4800-step runs at seeds 0 and 1; with
-# `model.audio_energy`, the runs of "Loudness beside the cepstra" at seeds 0-2). The config
-# inherits the demo's, so a change to the demo would otherwise move this model silently: from
-# ca926a1 until the seventh session of 2026-12-03 it trained with the demo's upper-face
-# posterior and latent bank, never measured together here. Change a value only with the
-# measurement that backs it.
+# were measured (commit 16eb26e, the 4800-step runs at seeds 0 and 1). The config inherits the
+# demo's, so a change to the demo would otherwise move this model silently: from ca926a1 until
+# the seventh session of 2026-12-03 it trained with the demo's upper-face posterior and latent
+# bank, never measured together here. Change a value only with the measurement that backs it.
 _SYNTHETIC_MEASURED = {
     "data.audio_norm": "clip", "data.audio_augment": 0.0, "data.seq_len": 16,
     "loss.eye_weight": 3.0, "loss.kl_weight": 1e-4, "loss.mouth_weight": 10.0,
     "loss.reconstruction_weight": 1.0, "loss.free_bits": 0.0,
     "model.audio_bn_relu": True, "model.audio_dim": 64, "model.audio_hidden": 256,
-    "model.audio_energy": True, "model.audio_to_predictor": True,
-    "model.audio_widths": (32, 64, 64, 64),
+    "model.audio_to_predictor": True, "model.audio_widths": (32, 64, 64, 64),
     "model.bn_momentum": 0.9, "model.conv_impl": "auto", "model.decoder_output": "residual",
     "model.dtype": "float32", "model.encoder_widths": (16, 32, 64, 64), "model.g_dim": 128,
     "model.generation_batch_norm": "running", "model.latent_correlation": 0.9,
