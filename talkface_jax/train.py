@@ -24,6 +24,7 @@ import tqdm
 from absl import logging
 from clu import metric_writers, periodic_actions
 
+from data_prep import audio as audio_prep
 from data_prep import schema
 import talkface_jax.checkpointing as checkpointing
 import talkface_jax.errors as errors
@@ -271,8 +272,7 @@ def random_batch(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.Array
       "frames": rng.integers(0, 256, shape + (config.model.resolution,) * 2 + (3,),
                              dtype=np.uint8),
       "mfcc": rng.normal(size=shape + (schema.MFCC_WINDOW_ROWS, schema.audio_features(
-          config.model.get("audio_energy", talkface.ADDED_KEYS["audio_energy"])))
-                         ).astype(np.float32)}, mesh)
+          audio_prep.audio_energy(config)))).astype(np.float32)}, mesh)
 
 
 def _with_conv_impl(config: ml_collections.ConfigDict, impl: str) -> ml_collections.ConfigDict:
