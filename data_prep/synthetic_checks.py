@@ -75,24 +75,28 @@ def _clip_curves(raw_dir: str, clip: dict) -> dict[str, np.ndarray]:
   return {k: v[1:len(clip["frames"])] for k, v in truth_curves(raw_dir, clip["clip_id"]).items()}
 
 
-def lip_sync(raw_dir: str, clips: list[dict], videos) -> dict:
+def lip_sync(raw_dir: str, clips: list[dict], videos, openings=None) -> dict:
   """Pearson r over time between the mouth opening measured on each video (``mouth_measure``)
   and the generator's ``mouth_open`` curve, frame 0 excluded.
   The same measure is first applied to the ground-truth frames, where it must recover the
   curve (its ceiling at this resolution).
 
-  Args: as ``synthetic_checks``.
+  Args: as ``synthetic_checks``, and ``openings``: per clip, the ``mouth_measure`` of its
+    ground-truth frames 1..T-1 [T-1] and of its videos' [K, T-1], when the caller has them
+    (the evaluation); None measures them here.
 
   Returns:
     'per_clip' (clip id -> {'truth_frames_r', 'sample_r' [K]}), 'truth_frames_r' (mean over
     clips), 'sample_r_mean' (over clips and samples), 'sample_r_min' (the worst sample).
   """
+  if openings is None:
+    openings = [(mouth_measure(clip["frames"][1:]), [mouth_measure(s[1:]) for s in samples])
+                for clip, samples in zip(clips, videos)]
   sync = {}
-  for clip, samples in zip(clips, videos):
+  for clip, (truth_opening, sample_openings) in zip(clips, openings):
     curve = _clip_curves(raw_dir, clip)["mouth_open"]
-    sync[clip["clip_id"]] = {
-        "truth_frames_r": pearson_r(mouth_measure(clip["frames"][1:]), curve),
-        "sample_r": [pearson_r(mouth_measure(s[1:]), curve) for s in samples]}
+    sync[clip["clip_id"]] = {"truth_frames_r": pearson_r(truth_opening, curve),
+                             "sample_r": [pearson_r(o, curve) for o in sample_openings]}
   sample_r = np.array([r for c in sync.values() for r in c["sample_r"]])
   sample_r = sample_r[np.isfinite(sample_r)]
   truth_r = np.array([c["truth_frames_r"] for c in sync.values()])

@@ -194,7 +194,8 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening),
-    'eye_opening' [K, T-1] (Dlib eye aspect ratio per frame) and, with masks, a scalar per
+    'mouth_opening' [K, T-1] (``face.upscaled_mouth_opening``), 'eye_opening' [K, T-1]
+    (Dlib eye aspect ratio per frame) and, with masks, a scalar per
     diversity region, 'agreement_mouth', 'agreement_eyes' (nan when no pair of curves has a
     defined r) and ``metrics.sample_variation``'s figures; with
     ``identity_frames``, 'identity_checked' (True) and ``identity_distances``' arrays.
@@ -210,6 +211,7 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
   # gap is a pixel or two. The eyes, head and LMD keep the fits on the crops as they are.
   opening = face.upscaled_mouth_opening(samples[:, 1:].reshape(-1, size, size, 3))
   opening = opening.reshape(num_samples, -1)
+  scores["mouth_opening"] = opening
   if truth_opening is None:
     truth_opening = face.upscaled_mouth_opening(clip["frames"][1:])
   scores["lipsync_r"] = np.asarray(
@@ -249,7 +251,8 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
 
   Returns:
     Scalars: '<metric>_mean_of_k', '<metric>_best_of_k' for ssim, psnr, lmd, lipsync_r;
-    'lipsync_r_defined' (fraction of videos whose r is defined); 'diversity',
+    'lipsync_r_defined' (fraction of videos whose r is defined); 'lipsync_r_worst_clip' and
+    'lipsync_r_per_clip' (a list in clip order, None where no r is defined); 'diversity',
     'diversity_eyes', 'diversity_mouth', 'agreement_mouth', 'agreement_eyes' (nan when
     K = 1; the agreements average the clips where they are defined);
     'deterministic_<metric>'; when the clips were scored for identity,
@@ -269,8 +272,12 @@ def summarize(stochastic: list[dict], deterministic: list[dict]) -> dict[str, fl
   clips_r = [col[np.isfinite(col)] for col in r.T if np.isfinite(col).any()]
   results["lipsync_r_best_of_k"] = (float(np.mean([c.max() for c in clips_r])) if clips_r
                                     else math.nan)
-  # The clip whose K samples follow its mouth least (issue 10: every clip >= 0.4).
-  results["lipsync_r_worst_clip"] = (float(np.min([c.mean() for c in clips_r])) if clips_r
+  # Each clip's mean over its samples with a defined r (None where none is), in clip order;
+  # the worst is the clip whose K samples follow its mouth least (issue 10: every clip >= 0.4).
+  per_clip = [float(col[np.isfinite(col)].mean()) if np.isfinite(col).any() else None
+              for col in r.T]
+  results["lipsync_r_per_clip"] = per_clip
+  results["lipsync_r_worst_clip"] = (min(m for m in per_clip if m is not None) if clips_r
                                      else math.nan)
   results["lipsync_r_defined"] = float(np.mean(defined))
   for name in _BETWEEN_SAMPLES:
@@ -391,6 +398,7 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
     return None
   masks = region_masks(config.model.resolution) if num_samples > 1 else None
   scored = []  # Per clip: (stochastic scores, deterministic scores, still-frame scores).
+  mouth_openings = []  # Per clip: (ground truth's [T-1], samples' [K, T-1]).
   for clip, samples, baseline, reconstruction in tqdm.tqdm(
       list(zip(clips, stochastic_videos, deterministic_videos, reconstructions)),
       desc="scoring clips", unit="clip", leave=False):
@@ -404,10 +412,11 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
     stochastic = score_clip(samples, clip, truth_landmarks, masks, identity_frames,
                             deterministic["eye_opening"][0], reconstruction_eyes, truth_opening)
     scored.append((stochastic, deterministic, frame_scores(held, clip["frames"])))
+    mouth_openings.append((truth_opening, stochastic["mouth_opening"]))
   for clip_id, reason in skipped.items():
     logging.warning("Eval skipped %s: %s", clip_id, reason)
   results = {**_summarize_clips(clips, scored), "num_samples": num_samples, "skipped": skipped}
-  sync = synthetic_lip_sync(config, clips, stochastic_videos)
+  sync = synthetic_lip_sync(config, clips, stochastic_videos, mouth_openings)
   if sync is not None:
     results["synthetic_lip_sync"] = sync
   if seen_speakers is not None:
@@ -420,11 +429,15 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
 
 
 def synthetic_lip_sync(config: ml_collections.ConfigDict, clips: list[dict],
-                       videos: list[np.ndarray]) -> dict | None:
+                       videos: list[np.ndarray],
+                       openings: list[tuple[np.ndarray, np.ndarray]] | None = None
+                       ) -> dict | None:
   """Lip sync of every evaluated clip's K samples against the curve that drove the synthetic
   face's mouth (``data_prep.synthetic_checks.lip_sync``: 'per_clip', 'sample_r_mean',
   'sample_r_min', 'truth_frames_r'), or None when the corpus is not synthetic or its
-  ``ground_truth/`` curves are not on disk (a warning says so)."""
+  ``ground_truth/`` curves are not on disk (a warning says so). ``openings``: the mouth
+  openings ``score_clip`` already measured, per clip (ground truth's, samples'), not fitted
+  again."""
   if not config.data.get("synthetic"):
     return None
   truth_dir = os.path.join(config.data.raw_dir, "ground_truth")
@@ -432,7 +445,7 @@ def synthetic_lip_sync(config: ml_collections.ConfigDict, clips: list[dict],
     logging.warning("%s is missing: lip sync against the synthetic curves is not measured.",
                     truth_dir)
     return None
-  return synthetic_checks.lip_sync(config.data.raw_dir, clips, videos)
+  return synthetic_checks.lip_sync(config.data.raw_dir, clips, videos, openings)
 
 
 def _summarize_clips(clips: list[dict], scored: list[tuple]) -> dict:
@@ -442,16 +455,13 @@ def _summarize_clips(clips: list[dict], scored: list[tuple]) -> dict:
   if not clips:
     return counts
   stochastic, deterministic, still = zip(*scored)
-  # Each clip's lip sync, the mean over its samples with a defined r: which clip is the worst.
-  per_clip = {}
-  for clip, scores in zip(clips, stochastic):
-    r = np.asarray(scores["lipsync_r"], np.float64)
-    per_clip[clip["clip_id"]] = float(r[np.isfinite(r)].mean()) if np.isfinite(r).any() else None
-  counts["lipsync_r_per_clip"] = per_clip
   # The trivial baseline: the identity frame held for the whole clip.
   still_scores = {f"still_frame_{name}": float(np.mean(np.concatenate([c[name] for c in still])))
                   for name in ("ssim", "psnr")}
-  return {**summarize(list(stochastic), list(deterministic)), **still_scores, **counts,
+  summary = summarize(list(stochastic), list(deterministic))
+  # Which clip is the worst: each clip's lip sync by its id.
+  summary["lipsync_r_per_clip"] = dict(zip(counts["clip_ids"], summary["lipsync_r_per_clip"]))
+  return {**summary, **still_scores, **counts,
           "frames_scored": sum(len(c["frames"]) - 1 for c in clips)}
 
 

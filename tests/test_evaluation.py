@@ -110,6 +110,11 @@ def test_synthetic_lip_sync_of_every_clip_or_none(aligned_clip, tmp_path, caplog
   assert sync["truth_frames_r"] == pytest.approx(1.0)
   assert sync["per_clip"]["s0/astro"]["sample_r"][0] == pytest.approx(1.0)
   assert sync["sample_r_min"] == sync["per_clip"]["s0/astro"]["sample_r"][1] < 0.9
+  # The evaluation hands over the openings score_clip measured: the same figures.
+  scores = evaluation.score_clip(videos[0], aligned_clip,
+                                 face.landmarks_on_aligned(frames[1:]), None)
+  openings = [(synthetic_checks.mouth_measure(frames[1:]), scores["mouth_opening"])]
+  assert evaluation.synthetic_lip_sync(config, [aligned_clip], videos, openings) == sync
 
 
 def test_identity_of_the_same_face_another_person_and_no_face(aligned_clip):
