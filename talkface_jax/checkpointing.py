@@ -98,6 +98,26 @@ def resumed_position(positions: list[list[int]], process_index: int,
   return input_pipeline.Position(int(epoch), int(examples))
 
 
+class _CheckpointManager(ocp.CheckpointManager):
+  """Orbax's manager, except that only ``Checkpointer.reached_preemption`` asks JAX's
+  preemption service whether a step is the agreed stop; the manager reads its answer.
+
+  JAX's service keeps the step of the latest question and, on a preemption notice, agrees on
+  "the furthest step any process has asked about, plus one". Orbax's manager also asks from
+  its background finalize thread, about the step it has just saved: that moves the latest step
+  back behind the training loop's. A notice arriving then can agree on a step that one
+  process has already passed: the other stops and saves, this one trains on, and each waits
+  for the other (Orbax's barriers time out after 20 minutes; the train step's collectives
+  never). Asked only by the training loop, in step order, the agreed step is ahead of every
+  process. (A two-process SIGTERM test hung in CI on 2 cores; this is the race found.)
+  """
+
+  preemption_step: int | None = None
+
+  def reached_preemption(self, step: int) -> bool:
+    return step == self.preemption_step
+
+
 class Checkpointer:
   """The checkpoints of one workdir (``WORKDIR/checkpoints/<step>``)."""
 
@@ -111,7 +131,7 @@ class Checkpointer:
     self.directory = os.path.join(self.workdir, "checkpoints")
     try:
       # Registered handlers let ``item_metadata`` read a step's tree without restoring it.
-      self.manager = ocp.CheckpointManager(
+      self.manager = _CheckpointManager(
           self.directory, options=options,
           item_handlers={"state": ocp.StandardCheckpointHandler(),
                          "input": ocp.JsonCheckpointHandler()})
@@ -130,9 +150,17 @@ class Checkpointer:
 
     This is JAX's preemption service (multi-process runs started with
     ``jax.distributed.initialize``, whose notifier listens for SIGTERM); single-process
-    runs catch SIGTERM themselves (``train.StopSignals``).
+    runs catch SIGTERM themselves (``train.StopSignals``). Call it once per step, in step
+    order, from the training loop only (``_CheckpointManager`` says why).
     """
-    return self.manager.reached_preemption(step)
+    try:
+      reached = multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # The service is off (jax_enable_preemption_service).
+      return False
+    if reached:
+      logging.warning("All processes reached the preemption sync point, step %d.", step)
+      self.manager.preemption_step = step
+    return reached
 
   def save(self, step: int, state, position: input_pipeline.Position, force: bool = False) -> bool:
     """Saves ``state`` and every process's input ``position`` (a collective call).

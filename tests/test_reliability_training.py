@@ -18,10 +18,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import numpy as np
 import pytest
+from jax.experimental import multihost_utils
 
 from configs import grid
 from talkface_jax import checkpointing, errors, input_pipeline, parallel, train
@@ -271,6 +274,31 @@ def test_a_failure_after_the_last_step_still_commits_its_checkpoint(tmp_path, mo
   assert step == 3 and int(state.step) == 3
 
 
+def test_only_the_training_loop_asks_for_the_preemption_step_in_step_order(tmp_path,
+                                                                          monkeypatch):
+  # JAX's service agrees on (furthest step asked about) + 1. Orbax's finalize thread used to
+  # ask about the step it had saved, behind the loop: a notice then could agree on a step one
+  # process had passed, and a two-process job hung (checkpointing._CheckpointManager).
+  data_dir = str(tmp_path / "data")
+  shard_fixtures.write_tiny_dataset(data_dir, num_train=12, num_test=2, num_frames=10)
+  config = _tiny_config()
+  config.data.dir = data_dir
+  config.train.num_steps = 8
+  config.train.async_checkpoints = True  # Saves finalize in Orbax's background thread.
+  asked = []
+
+  def agreed_at_five(step):
+    asked.append((threading.current_thread().name, step))
+    return step == 5
+
+  monkeypatch.setattr(multihost_utils, "reached_preemption_sync_point", agreed_at_five)
+  with pytest.raises(train.TrainingInterrupted) as stopped:
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert stopped.value.signum == signal.SIGTERM and stopped.value.step == 5
+  assert asked == [("MainThread", step) for step in range(1, 6)]
+  assert _final_state(tmp_path / "work", config)[0] == 5  # The agreed step is saved.
+
+
 def test_stop_signals_turn_sigterm_and_sigint_into_a_request():
   previous = signal.getsignal(signal.SIGTERM)
   with train.StopSignals() as signals:
@@ -418,7 +446,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _run_two_processes(workdir, data_dir, num_steps, tmp_path, env=None):
+def _run_two_processes(workdir, data_dir, num_steps, tmp_path, env=None, timeout=600):
   """``tests/train_worker.py`` as a 2-process job; returns (exit statuses, logs)."""
   port = _free_port()
   paths = [tmp_path / f"worker_{i}.log" for i in range(2)]
@@ -428,9 +456,23 @@ def _run_two_processes(workdir, data_dir, num_steps, tmp_path, env=None):
        str(num_steps), "--num_processes=2", f"--process_id={i}", f"--port={port}"],
       cwd=ROOT, stdout=logs[i], stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
              for i in range(2)]
-  for worker, log in zip(workers, logs):
-    worker.wait(timeout=900)
-    log.close()
+  try:
+    for worker in workers:
+      worker.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    for worker in workers:  # Every thread's stack into the logs (train_worker's faulthandler).
+      if worker.poll() is None:
+        worker.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    for worker in workers:
+      worker.kill()
+      worker.wait()
+    raise AssertionError(f"the 2-process job did not end within {timeout} s; its logs:\n" +
+                         "\n".join(f"--- process {i}\n{path.read_text()[-6000:]}"
+                                    for i, path in enumerate(paths))) from None
+  finally:
+    for log in logs:
+      log.close()
   return [w.returncode for w in workers], [path.read_text() for path in paths]
 
 

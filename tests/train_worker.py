@@ -6,7 +6,9 @@ Used by test_reliability_training.py in subprocesses (JAX's process group is fix
 """
 
 import argparse
+import faulthandler
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,6 +23,8 @@ def main():
   parser.add_argument("--process_id", type=int, default=0)
   parser.add_argument("--port", type=int, default=0)
   args = parser.parse_args()
+  # A test that finds this process hung sends SIGUSR1 for every thread's stack in its log.
+  faulthandler.register(signal.SIGUSR1, all_threads=True)
 
   import jax  # pylint: disable=g-import-not-at-top  (the process group is set before any use)
   if args.num_processes > 1:
