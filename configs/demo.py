@@ -57,6 +57,11 @@ def get_config(variant: str = ""):
   config.model.audio_hidden = 256
   config.model.audio_dim = 64
   config.model.audio_bn_relu = True  # Lets the audio encoder learn within minutes.
+  # The 12 cepstra only (model.audio_energy off): the loudness beside them, which
+  # configs/synthetic.py uses, lifted this model's lip sync too (3 seeds x Eigen/xla on an AMD
+  # Zen 4: mean 0.84-0.91, worst sample 0.63-0.83, against 0.85-0.89 / 0.59-0.75) but seed 1
+  # with xla learnt no blink by step 800: 4 of 6 runs held issue 11's targets against 5 of 6
+  # without it (BENCHMARKS.md, "The loudness feature in the demo").
   # Since 2026-12-03: XLA's or Eigen's convolutions, whichever trains faster in a probe of
   # whole steps at start-up (train.choose_conv_impl: one more compilation and six steps).
   # With XLA's alone the 800 steps took 16 min 40 s on an Intel Xeon (AVX-512 + AMX), past
