@@ -8,8 +8,12 @@ into the batch axis) and differentiated with respect to its parameters and input
 * ``audio``: ``AudioEncoder`` on B*(T-1) MFCC windows;
 * ``lstms``: frame posterior, audio prior and frame predictor over T-1 steps;
 * ``step``: the whole jitted train step, for the sum of the parts to be checked against;
-* ``ops``: the encoder's 2x2 max-pools, the decoder's x2-upsampling convs and BatchNorms, alone
-  (``--reference``: the upsampling conv as ``upsample2x`` then a 3x3 conv).
+* ``ops``: the encoder's 2x2 max-pools, the decoder's x2-upsampling convs and BatchNorms, alone.
+
+``--reference`` also builds every part with the plain Flax/XLA ops that ``models.layers``
+replaces (``nn.max_pool``; the upsampling conv as ``upsample2x`` then a 3x3 conv; XLA's conv
+gradient), or with the ones named (``--reference=max_pool``), and times both interleaved: a
+whole-step A/B of one op is ``--parts=step --reference=max_pool``.
 
 Parts are run round-robin (``--reps`` rounds) so a burst of load on a shared machine hits
 them alike; each figure is the median. The load average is printed with the figures.
@@ -20,6 +24,7 @@ them alike; each figure is the median. The load average is printed with the figu
 import argparse
 import functools
 import time
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -143,17 +148,19 @@ def reference_ops():
   }
 
 
-def compile_parts(build, reference: bool = False) -> dict:
-  """Compiles ``build()``'s {name: (jitted fn, args)}, with ``reference_ops`` if asked.
+def compile_parts(build, reference: Sequence[str] = ()) -> dict:
+  """Compiles ``build()``'s {name: (jitted fn, args)}, with the ``reference_ops`` named.
 
   The parts are built afresh (new function objects) so that no trace is shared between the
   two sets through JAX's caches.
   """
+  unknown = set(reference) - set(reference_ops())
+  if unknown:
+    raise ValueError(f"unknown reference ops {sorted(unknown)}; known: {sorted(reference_ops())}")
   saved = {name: getattr(layers, name) for name in reference_ops()}
   try:
-    if reference:
-      for name, op in reference_ops().items():
-        setattr(layers, name, op)
+    for name in reference:
+      setattr(layers, name, reference_ops()[name])
     return {name + (":ref" if reference else ""): (fn.lower(*args).compile(), args)
             for name, (fn, args) in build().items()}
   finally:
@@ -185,8 +192,9 @@ def main():
   parser.add_argument("--parts", default="encoder,decoder,audio,lstms",
                       help="comma list of encoder,decoder,audio,lstms,step,ops")
   parser.add_argument("--reps", type=int, default=3)
-  parser.add_argument("--reference", action="store_true",
-                      help="also time each part built with the plain ops (name:ref), interleaved")
+  parser.add_argument("--reference", nargs="?", const="all", default="",
+                      help="also time each part built with the plain ops (name:ref), "
+                           "interleaved: all, or a comma list of " + ",".join(reference_ops()))
   args = parser.parse_args()
 
   config = train_bench.load_config(args.config)
@@ -208,7 +216,8 @@ def main():
 
   fns = compile_parts(build)
   if args.reference:
-    fns = {k: v for pair in zip(fns.items(), compile_parts(build, reference=True).items())
+    ops = list(reference_ops()) if args.reference == "all" else args.reference.split(",")
+    fns = {k: v for pair in zip(fns.items(), compile_parts(build, reference=ops).items())
            for k, v in pair}
   print(machine.describe())
   print(f"config={args.config} B={args.batch_size} T={args.seq_len} "

@@ -109,3 +109,29 @@ def test_seeds_max_isa_reaches_the_runs_environment(tmp_path, capsys, monkeypatc
   assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_cpu_max_isa=AVX2"
   header = capsys.readouterr().out.splitlines()[0]
   assert header.startswith("cpu=") and "--xla_cpu_max_isa=AVX2" in header
+
+
+def test_profile_step_reference_swaps_only_the_named_ops():
+  """`--reference=max_pool` builds the parts with nn.max_pool (a reduce-window) and keeps the
+  other replaced ops; unknown names are refused; the module's own ops come back after."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  from talkface_jax.models import layers  # pylint: disable=g-import-not-at-top
+
+  x = jnp.ones((1, 4, 4, 2))
+
+  def build():
+    return {"pool": (jax.jit(lambda x: layers.max_pool(x, 2, 2)), (x,)),
+            "up": (jax.jit(lambda x: layers.upsample_conv3x3(x, jnp.ones((3, 3, 2, 2)))), (x,))}
+
+  def text(parts, name):
+    return parts[name][0].as_text()
+
+  ours = profile_step.compile_parts(build)
+  ref = profile_step.compile_parts(build, reference=["max_pool"])
+  assert "reduce-window" in text(ref, "pool:ref") and "reduce-window" not in text(ours, "pool")
+  assert "window={size=2x2" in text(ref, "up:ref")  # The fused upsampling conv's 2x2 taps.
+  assert layers.max_pool is not profile_step.reference_ops()["max_pool"]
+  with pytest.raises(ValueError, match="unknown reference ops"):
+    profile_step.compile_parts(build, reference=["nope"])

@@ -368,3 +368,53 @@ def test_upsample_conv_module_has_nn_conv_parameters_and_fewer_flops():
 
   ratio = flops(fused.apply) / flops(lambda p, x: plain.apply(p, layers.upsample2x(x)))
   assert 4 / 9 * 0.95 < ratio < 4 / 9 * (17 / 16) ** 2 * 1.05, ratio
+
+
+@pytest.mark.parametrize("shape,window", [((3, 8, 8, 5), 2), ((2, 6, 4, 3), 2),
+                                          ((2, 9, 6, 4), (3, 2))])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_block_max_pool_equals_nn_max_pool_ties_included(shape, window, dtype):
+  """The encoder's tiling pool: nn.max_pool's values, gradient and JVP to the bit, with many
+  ties (values on a coarse grid), where the gradient must go to each block's first maximum."""
+  from talkface_jax.models import layers  # pylint: disable=g-import-not-at-top
+  x = (jnp.round(_normal(0, shape) * 2) / 2).astype(dtype)
+  win = (window, window) if isinstance(window, int) else window
+  pooled_shape = (shape[0], shape[1] // win[0], shape[2] // win[1], shape[3])
+  dy = _normal(1, pooled_shape).astype(dtype)
+
+  def ref(x):
+    return jnp.vdot(nn.max_pool(x, win, strides=win, padding="VALID"), dy)
+
+  def ours(x):
+    return jnp.vdot(layers.max_pool(x, window, window), dy)
+
+  jaxpr = str(jax.make_jaxpr(ours)(x))
+  assert "custom_jvp_call" in jaxpr and "reduce_window" not in jaxpr, jaxpr
+  np.testing.assert_array_equal(layers.max_pool(x, window, window),
+                                nn.max_pool(x, win, strides=win, padding="VALID"))
+  for transform in (lambda f: f, jax.jit):
+    want, got = transform(jax.grad(ref))(x), transform(jax.grad(ours))(x)
+    np.testing.assert_array_equal(got, want)
+  tangent = _normal(3, shape).astype(dtype)  # Forward mode too.
+  np.testing.assert_array_equal(jax.jvp(ours, (x,), (tangent,))[1],
+                                jax.jvp(ref, (x,), (tangent,))[1])
+  # Ties exist, and a tied block's gradient sits on one element only.
+  blocks = np.asarray(x, np.float32).reshape(shape[0], pooled_shape[1], win[0],
+                                             pooled_shape[2], win[1], shape[3])
+  maxima = blocks.max(axis=(2, 4), keepdims=True)
+  assert ((blocks == maxima).sum(axis=(2, 4)) > 1).any()
+  nonzero = (np.asarray(got, np.float32).reshape(blocks.shape) != 0).sum(axis=(2, 4))
+  assert nonzero.max() == 1
+
+
+def test_overlapping_or_untiled_pools_are_nn_max_pool():
+  """Pools that do not tile the map (the audio encoder's 3x3 / (1, 2)) keep nn.max_pool."""
+  from talkface_jax.models import layers  # pylint: disable=g-import-not-at-top
+  for shape, window, stride in [((2, 12, 20, 4), 3, (1, 2)), ((2, 7, 8, 4), 2, 2)]:
+    x = _normal(2, shape)
+    assert "reduce_window" in str(jax.make_jaxpr(
+        lambda x: layers.max_pool(x, window, stride))(x))
+    strides = (stride, stride) if isinstance(stride, int) else stride
+    np.testing.assert_array_equal(layers.max_pool(x, window, stride),
+                                  nn.max_pool(x, (window, window), strides=strides,
+                                              padding="VALID"))
