@@ -117,9 +117,9 @@ def profile(config, num_samples: int, reps: int) -> dict:
   }
   # pylint: disable=protected-access
   state = generator._start(variables, frames, audio_inputs=1)
-  key_data = generator._row_key_data(jax.random.key(0), 1, rows)
+  key_data, sample_index = generator._row_keys(jax.random.key(0), 1, rows)
   run_chunk = lambda: generator._chunk(variables, state, windows,
-                                       jnp.zeros(rows, jnp.int32), key_data,
+                                       jnp.zeros(rows, jnp.int32), key_data, sample_index,
                                        generator.bank, deterministic=False)[1]
   # pylint: enable=protected-access
   out["whole chunk (/ C)"] = _timed(run_chunk, reps=reps) / chunk

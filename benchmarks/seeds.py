@@ -41,8 +41,9 @@ says whether the videos came out the same as before (they do on the same kind of
 
 ``--generate_from=OTHER_ROOT`` trains nothing: each run of OTHER_ROOT is evaluated and
 sampled again into ``<root>/seed<S>_<conv_impl>`` (sharing its checkpoints) with the
-``--override`` keys that change generation only (``workdir.COMPUTE_ONLY_KEYS``, e.g.
-``--override=--config.model.latent_source=posterior_bank``).
+``--override`` keys that change generation or evaluation only (``workdir.COMPUTE_ONLY_KEYS``
+and any ``eval.*`` key, e.g. ``--override=--config.model.latent_source=posterior_bank`` or
+``--override=--config.eval.num_samples=8``).
 """
 
 import argparse

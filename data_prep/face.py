@@ -507,10 +507,30 @@ def upscale_frames(frames: np.ndarray, side: int) -> np.ndarray:
                    for f in frames])
 
 
-def upscaled_mouth_opening(aligned_frames: np.ndarray,
-                           side: int = MOUTH_LANDMARK_SIDE) -> np.ndarray:
+def hold_eyes(aligned_frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+  """Aligned crops [N, S, S, 3] with the eye band of ``reference`` [S, S, 3] (the template's
+  eyes and brows, ``template.region_boxes``' 'eyes') in place of their own: a copy."""
+  frames = np.array(aligned_frames)
+  y0, y1, x0, x1 = template.region_boxes(frames.shape[1])["eyes"]
+  frames[:, y0:y1, x0:x1] = np.asarray(reference)[y0:y1, x0:x1]
+  return frames
+
+
+def upscaled_mouth_opening(aligned_frames: np.ndarray, side: int = MOUTH_LANDMARK_SIDE,
+                           eyes_from: np.ndarray | None = None) -> np.ndarray:
   """:func:`mouth_opening` [N] of aligned uint8 crops [N, S, S, 3], the landmarks fitted on the
-  crops upscaled to ``side`` (:func:`upscale_frames`, ``MOUTH_LANDMARK_SIDE``)."""
+  crops upscaled to ``side`` (:func:`upscale_frames`, ``MOUTH_LANDMARK_SIDE``).
+
+  ``eyes_from``: an aligned crop [S, S, 3] (a clip's frame 0) whose eye band every crop gets
+  before the fit (:func:`hold_eyes`), so that the eyes cannot move the measure. Dlib fits the
+  68 points together, and closed lids can pull the inner lips apart: on the demo model's
+  samples a blink in silence raised a closed mouth's measured opening from about 0.06 of the
+  inter-ocular distance to 0.09-0.11 (0.06-0.08 with the eye band of an open-eyed frame
+  pasted in; a spoken syllable reaches 0.17-0.19), so a sample that blinked while the
+  speaker was silent lost lip sync it had (BENCHMARKS.md, "The eyes in the mouth's
+  measure")."""
+  if eyes_from is not None:
+    aligned_frames = hold_eyes(aligned_frames, eyes_from)
   frames = upscale_frames(aligned_frames, side)
   return mouth_opening(landmarks_on_aligned(frames), frames.shape[1])
 

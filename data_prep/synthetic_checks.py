@@ -3,7 +3,8 @@
 The synthetic corpus (``data_prep.synthetic``) knows what each face did: it stores, per clip,
 the ``mouth_open`` and ``eye_open`` curves it rendered (``RAW_DIR/ground_truth/<clip>.npz``).
 ``synthetic_checks`` measures the same quantities on generated videos (Dlib landmarks on the
-aligned crops; the mouth on crops upscaled to 256 px, ``measured_openings``) and compares:
+aligned crops; the mouth on crops upscaled to 256 px with frame 0's eyes,
+``measured_openings``) and compares:
 
 * lip sync (``lip_sync``): Pearson r over time between each video's measured mouth opening
   and the generator's ``mouth_open`` curve, next to the same r for the ground-truth frames
@@ -32,15 +33,17 @@ def truth_curves(raw_dir: str, clip_id: str) -> dict[str, np.ndarray]:
 
 def measured_openings(frames: np.ndarray) -> dict[str, np.ndarray]:
   """Mouth and eye openings [T] of aligned uint8 crops [T, S, S, 3] (Dlib landmarks on the
-  template box): ``mouth_measure`` and ``eye_measure``."""
-  return {"mouth_open": mouth_measure(frames), "eye_open": eye_measure(frames)}
+  template box): ``mouth_measure`` (with frame 0's eyes) and ``eye_measure``."""
+  return {"mouth_open": mouth_measure(frames, frames[0]), "eye_open": eye_measure(frames)}
 
 
-def mouth_measure(frames: np.ndarray) -> np.ndarray:
+def mouth_measure(frames: np.ndarray, eyes_from: np.ndarray | None = None) -> np.ndarray:
   """The mouth opening [T] of aligned crops, measured on the crops upscaled to
   ``face.MOUTH_LANDMARK_SIDE`` (at 64 px the lip gap is a pixel or two;
-  ``benchmarks.real_test`` measures real videos the same way)."""
-  return face.upscaled_mouth_opening(frames)
+  ``benchmarks.real_test`` measures real videos the same way); with ``eyes_from`` (the clip's
+  frame 0) every crop has that frame's eye band, so that blinks do not move the measure
+  (``face.upscaled_mouth_opening``)."""
+  return face.upscaled_mouth_opening(frames, eyes_from=eyes_from)
 
 
 def eye_measure(frames: np.ndarray) -> np.ndarray:
@@ -76,8 +79,9 @@ def _clip_curves(raw_dir: str, clip: dict) -> dict[str, np.ndarray]:
 
 
 def lip_sync(raw_dir: str, clips: list[dict], videos, openings=None) -> dict:
-  """Pearson r over time between the mouth opening measured on each video (``mouth_measure``)
-  and the generator's ``mouth_open`` curve, frame 0 excluded.
+  """Pearson r over time between the mouth opening measured on each video (``mouth_measure``,
+  with the eyes of the clip's frame 0) and the generator's ``mouth_open`` curve, frame 0
+  excluded.
   The same measure is first applied to the ground-truth frames, where it must recover the
   curve (its ceiling at this resolution).
 
@@ -90,7 +94,8 @@ def lip_sync(raw_dir: str, clips: list[dict], videos, openings=None) -> dict:
     clips), 'sample_r_mean' (over clips and samples), 'sample_r_min' (the worst sample).
   """
   if openings is None:
-    openings = [(mouth_measure(clip["frames"][1:]), [mouth_measure(s[1:]) for s in samples])
+    openings = [(mouth_measure(clip["frames"][1:], clip["frames"][0]),
+                 [mouth_measure(s[1:], clip["frames"][0]) for s in samples])
                 for clip, samples in zip(clips, videos)]
   sync = {}
   for clip, (truth_opening, sample_openings) in zip(clips, openings):

@@ -11,7 +11,9 @@ Per clip and sample (``metrics`` owns the formulas):
   (``data_prep.face.landmarks_on_aligned``) against the clip's stored ``mouth_landmarks``;
 * lip-sync r: Pearson r over time between the inner-lip opening of the generated frames and
   that of the ground-truth frames (both measured the same way, ``data_prep.face.mouth_opening``
-  of landmarks fitted on the crops upscaled to 256 px, ``upscaled_mouth_opening``);
+  of landmarks fitted on the crops upscaled to 256 px with the eye band of the clip's frame 0,
+  ``upscaled_mouth_opening``: Dlib's fit moves the inner lips with the lids, so a blink
+  would read as an opening mouth);
 * diversity between the K samples: mean pairwise absolute difference per pixel, over the
   whole frame and in the eye and mouth regions of the template (``region_boxes``);
 * agreement between the K samples: mean pairwise Pearson r over time of their mouth
@@ -189,8 +191,8 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
       ``score_clip``), for ``metrics.sample_variation``'s drawn-or-decided figures.
     reconstruction_eyes: [T-1] eye openings of the clip's teacher-forced reconstruction
       (``Generator.reconstruct_clips``), for ``metrics.reconstructed_blinks``.
-    truth_opening: [T-1] ``face.upscaled_mouth_opening`` of the ground-truth frames 1..T-1,
-      if already measured (else measured here).
+    truth_opening: [T-1] ``face.upscaled_mouth_opening`` of the ground-truth frames 1..T-1
+      (with frame 0's eyes), if already measured (else measured here).
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening),
@@ -207,13 +209,16 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
   true_mouth = np.broadcast_to(clip["mouth_landmarks"][1:], fitted[:, :, _MOUTH].shape)
   scores["lmd"] = np.asarray(metrics.landmark_distance(fitted[:, :, _MOUTH], true_mouth))
   # The mouth opening on the crops upscaled (``face.MOUTH_LANDMARK_SIDE``), as the checks
-  # against the synthetic curves and benchmarks/real_test.py measure it: at 64 px the inner-lip
-  # gap is a pixel or two. The eyes, head and LMD keep the fits on the crops as they are.
-  opening = face.upscaled_mouth_opening(samples[:, 1:].reshape(-1, size, size, 3))
+  # against the synthetic curves measure it: at 64 px the inner-lip gap is a pixel or two.
+  # Every crop gets the eye band of the clip's frame 0 (the identity frame, every video's
+  # first), so the samples' blinks do not read as mouth motion. The eyes, head and LMD keep
+  # the fits on the crops as they are.
+  opening = face.upscaled_mouth_opening(samples[:, 1:].reshape(-1, size, size, 3),
+                                        eyes_from=clip["frames"][0])
   opening = opening.reshape(num_samples, -1)
   scores["mouth_opening"] = opening
   if truth_opening is None:
-    truth_opening = face.upscaled_mouth_opening(clip["frames"][1:])
+    truth_opening = face.upscaled_mouth_opening(clip["frames"][1:], eyes_from=clip["frames"][0])
   scores["lipsync_r"] = np.asarray(
       metrics.pearson_r(opening, np.broadcast_to(truth_opening, opening.shape)), np.float32)
   y0, y1, x0, x1 = face.region_boxes(size)["eyes"]
@@ -403,7 +408,8 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
       list(zip(clips, stochastic_videos, deterministic_videos, reconstructions)),
       desc="scoring clips", unit="clip", leave=False):
     truth_landmarks = face.landmarks_on_aligned(clip["frames"][1:])
-    truth_opening = face.upscaled_mouth_opening(clip["frames"][1:])
+    truth_opening = face.upscaled_mouth_opening(clip["frames"][1:],
+                                                eyes_from=clip["frames"][0])
     held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
     deterministic = score_clip(baseline, clip, truth_landmarks, None,
                                truth_opening=truth_opening)

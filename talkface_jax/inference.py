@@ -290,12 +290,13 @@ class Generator:
 
     self._start = jax.jit(start, static_argnames="audio_inputs", compiler_options=options)
 
-    def chunk(variables, state, mfcc, audio_index, key_data, bank, deterministic):
+    def chunk(variables, state, mfcc, audio_index, key_data, sample_index, bank,
+              deterministic):
       self.num_traces += 1  # Runs only while tracing.
       state, frames = talkface.generate_chunk(
           self.model, variables, state, mfcc, jax.random.wrap_key_data(key_data),
           batch_norm=batch_norm, deterministic=deterministic, audio_index=audio_index,
-          bank=bank)
+          bank=bank, sample_index=sample_index)
       return split_rows(state), jnp.clip(jnp.round(frames[:, 0] * 255.0), 0, 255).astype(jnp.uint8)
 
     self._chunk = jax.jit(chunk, static_argnames="deterministic", compiler_options=options)
@@ -351,7 +352,9 @@ class Generator:
       mfcc: float32 [B, T, 28, 12]; window t drives frame t (window 0 belongs to frame 0).
       num_samples: K.
       key: one key, or [B] keys: sample (b, k) draws its latents from
-        ``fold_in(keys[b], k)`` with ``keys[b] = fold_in(key, b)`` for a single key.
+        ``fold_in(keys[b], k)`` with ``keys[b] = fold_in(key, b)`` for a single key (with a
+        latent bank, input b's K samples replay K different trajectories drawn from
+        ``keys[b]``: ``talkface.bank_rows``).
       deterministic: z = the prior's mean (the deterministic baseline); K copies.
 
     Generation is causal: windows padded after a clip's end do not change its frames, so
@@ -367,7 +370,7 @@ class Generator:
       raise ValueError(f"frame0 {frame0.shape} and mfcc {mfcc.shape}: need B aligned "
                        f"{self.resolution}x{self.resolution} faces and B sequences of T >= 1 "
                        "windows")
-    row_keys = self._row_key_data(key, batch, num_samples)
+    row_keys = self._row_keys(key, batch, num_samples)
     pieces = list(self._generate_rows(frame0, mfcc, num_samples, row_keys, deterministic))
     videos = np.concatenate(pieces, axis=1)
     return videos.reshape(batch, num_samples, *videos.shape[1:])
@@ -432,11 +435,13 @@ class Generator:
     return videos
 
   @staticmethod
-  def _row_key_data(key: jax.Array, batch: int, num_samples: int) -> np.ndarray:
-    """uint32 key data [B * K, 2] of rows (b, k): ``fold_in(keys[b], k)``."""
-    row_keys = jax.vmap(lambda input_key: jax.vmap(lambda k: jax.random.fold_in(
-        input_key, k))(jnp.arange(num_samples)))(talkface.input_keys(key, batch))
-    return np.asarray(jax.random.key_data(row_keys.reshape(-1)))
+  def _row_keys(key: jax.Array, batch: int, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (b, k) as ``generate_chunk`` takes them: uint32 key data [B * K, 2] of input b's
+    key (``talkface.input_keys``), and the sample index k [B * K] (the row's own key is
+    ``fold_in(keys[b], k)``)."""
+    keys = np.asarray(jax.random.key_data(talkface.input_keys(key, batch)))
+    return (np.repeat(keys, num_samples, axis=0),
+            np.tile(np.arange(num_samples, dtype=np.int32), batch))
 
   def _padded(self, rows: int) -> int:
     """``rows`` rounded up to a multiple of the mesh's device count."""
@@ -452,7 +457,8 @@ class Generator:
     return parallel.shard_rows(x, self.mesh)
 
   def _generate_rows(self, frame0: np.ndarray, mfcc: np.ndarray, num_samples: int,
-                     key_data: np.ndarray, deterministic: bool) -> Iterator[np.ndarray]:
+                     row_keys: tuple[np.ndarray, np.ndarray], deterministic: bool
+                     ) -> Iterator[np.ndarray]:
     """Yields uint8 [B * K, C, S, S, 3] pieces of the videos of rows (b, k) (row b * K + k):
     frame 0, then chunk by chunk.
 
@@ -461,7 +467,7 @@ class Generator:
       mfcc: [B, T, 28, 12]: not repeated for the K rows; each input's audio is encoded (and
         with the audio prior, its prior run) once per chunk, for its K rows.
       num_samples: K.
-      key_data: [B * K, 2] (``_row_key_data``).
+      row_keys: (key data [B * K, 2], sample index [B * K]) (``_row_keys``).
     """
     batch = len(frame0)
     rows = batch * num_samples
@@ -469,7 +475,7 @@ class Generator:
         np.repeat(frame0, num_samples, axis=0).astype(np.float32) / 255.0),
                         audio_inputs=self._padded(batch))
     audio_index = self._shard_rows(np.repeat(np.arange(batch, dtype=np.int32), num_samples))
-    keys = self._shard_rows(key_data)
+    keys, sample_index = (self._shard_rows(x) for x in row_keys)
     yield np.repeat(frame0[:, None], num_samples, axis=0)
     num_frames = mfcc.shape[1]
     for start in range(1, num_frames, self.chunk_frames):
@@ -479,7 +485,8 @@ class Generator:
         windows = np.concatenate([windows, np.zeros(
             (batch, self.chunk_frames - valid, *windows.shape[2:]), np.float32)], axis=1)
       state, frames = self._chunk(self.variables, state, self._shard_rows(windows),
-                                  audio_index, keys, self.bank, deterministic=deterministic)
+                                  audio_index, keys, sample_index, self.bank,
+                                  deterministic=deterministic)
       yield parallel.to_host(frames)[:rows, :valid]
 
   # -- outputs --------------------------------------------------------------------------------
@@ -525,8 +532,8 @@ class Generator:
     check_output_dir(out_dir, overwrite)
     frame0 = self.prepare_face(face, face_index)
     speech = self.prepare_speech(audio)
-    key_data = self._row_key_data(jax.random.key(seed), 1, num_samples)
-    pieces = self._generate_rows(frame0[None], speech.mfcc[None], num_samples, key_data,
+    row_keys = self._row_keys(jax.random.key(seed), 1, num_samples)
+    pieces = self._generate_rows(frame0[None], speech.mfcc[None], num_samples, row_keys,
                                  deterministic=False)
     if jax.process_index() != 0:  # Generation is collective; process 0 writes.
       for _ in pieces:

@@ -102,7 +102,7 @@ def test_synthetic_lip_sync_of_every_clip_or_none(aligned_clip, tmp_path, caplog
   assert "ground_truth is missing" in caplog.text
   # Curves that are the measure of the clip's own frames: the truth and the first sample
   # follow them exactly, the time-reversed second sample does not.
-  mouth = synthetic_checks.mouth_measure(frames)
+  mouth = synthetic_checks.mouth_measure(frames, frames[0])
   os.makedirs(tmp_path / "ground_truth" / "s0")
   np.savez(tmp_path / "ground_truth" / "s0" / "astro.npz", mouth_open=mouth,
            eye_open=np.ones_like(mouth))
@@ -113,7 +113,7 @@ def test_synthetic_lip_sync_of_every_clip_or_none(aligned_clip, tmp_path, caplog
   # The evaluation hands over the openings score_clip measured: the same figures.
   scores = evaluation.score_clip(videos[0], aligned_clip,
                                  face.landmarks_on_aligned(frames[1:]), None)
-  openings = [(synthetic_checks.mouth_measure(frames[1:]), scores["mouth_opening"])]
+  openings = [(synthetic_checks.mouth_measure(frames[1:], frames[0]), scores["mouth_opening"])]
   assert evaluation.synthetic_lip_sync(config, [aligned_clip], videos, openings) == sync
 
 

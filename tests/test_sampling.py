@@ -221,6 +221,23 @@ def test_bank_latents_replay_one_trajectory_per_segment():
   for t in range(1, 31):
     np.testing.assert_array_equal(got[t - 1], np.asarray(bank)[rows[(t - 1) // 3], (t - 1) % 3])
   assert len(np.unique(rows)) > 1 and (rows[:, 0] != rows[:, 1]).any()  # Draws differ.
+  # The K samples of an input replay K different trajectories (K <= N), and rows that are
+  # samples of one input (``sample_index``) replay what those samples do.
+  assert all(len(set(r)) == 4 for r in rows.reshape(-1, 4))
+  repeated = jnp.repeat(keys, 4)
+  for s in range(3):
+    single = talkface.bank_rows(repeated, s, 1, 5, jnp.tile(jnp.arange(4), 2))
+    np.testing.assert_array_equal(np.asarray(single).reshape(2, 4), rows[s])
+  # Beyond N samples the draw repeats the permutation: 7 samples of a bank of 5.
+  many = np.asarray(talkface.bank_rows(keys, 0, 7, 5))
+  assert sorted(many[0, :5]) == list(range(5)) and (many[:, 5:] == many[:, :2]).all()
+
+
+def test_bank_draws_are_uniform():
+  """Each sample's trajectory is uniform over the bank: 4000 inputs' sample 2 of a bank of 8."""
+  keys = talkface.input_keys(jax.random.key(1), 4000)
+  counts = np.bincount(np.asarray(talkface.bank_rows(keys, 0, 3, 8))[:, 2], minlength=8)
+  assert (np.abs(counts / 4000 - 1 / 8) < 0.02).all(), counts
 
 
 def test_bank_generation_chunked_equals_one_call(bank_setup):
@@ -240,14 +257,11 @@ def test_bank_generation_chunked_equals_one_call(bank_setup):
   frame0 = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
   mfcc = rng.normal(size=(2, 19, 28, 12)).astype(np.float32)
   key = jax.random.key(3)
-  row_keys = jax.vmap(lambda b: jax.vmap(lambda k: jax.random.fold_in(
-      jax.random.fold_in(key, b), k))(np.arange(3)))(np.arange(2)).reshape(-1)
 
   def one_call(bank, deterministic=False):
     whole = np.asarray(talkface.generate(
-        model, variables, np.repeat(frame0, 3, axis=0).astype(np.float32) / 255.0,
-        np.repeat(mfcc, 3, axis=0), row_keys, num_samples=1, deterministic=deterministic,
-        bank=bank)).reshape(2, 3, 19, 64, 64, 3)
+        model, variables, frame0.astype(np.float32) / 255.0, mfcc, key, num_samples=3,
+        deterministic=deterministic, bank=bank))
     return whole  # Floats: an untrained model's frames differ by less than a uint8 level.
 
   whole = one_call(generator.bank)
@@ -303,10 +317,9 @@ def test_one_minute_of_audio_runs_in_fixed_chunks(tiny, tmp_path, monkeypatch):
   shapes = []
   chunk_fn = generator._chunk  # pylint: disable=protected-access
 
-  def recording_chunk(variables, state, windows, audio_index, key_data, bank, deterministic):
+  def recording_chunk(variables, state, windows, *args, deterministic):
     shapes.append(windows.shape)
-    return chunk_fn(variables, state, windows, audio_index, key_data, bank,
-                    deterministic=deterministic)
+    return chunk_fn(variables, state, windows, *args, deterministic=deterministic)
 
   monkeypatch.setattr(generator, "_chunk", recording_chunk)
   face = np.full((1, 64, 64, 3), 128, np.uint8)

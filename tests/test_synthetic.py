@@ -300,6 +300,28 @@ def test_mouth_measure_recovers_a_small_opening_under_head_sway(template):
   assert np.mean(r) > 0.85, r
 
 
+def test_mouth_measure_holds_frame_0s_eyes(template):
+  """``eyes_from`` gives every crop the reference's eye band before the fit: crops that differ
+  only there (open or shut lids) measure the same, though without it the lids move the
+  measure, and the mouth is still measured."""
+  from data_prep import face, synthetic_checks  # pylint: disable=g-import-not-at-top
+  aligner = face.FaceAligner(face.AlignConfig(resolution=64, align_on="nose"))
+  mouth = np.zeros(24, np.float32)
+  mouth[12:18] = [0.2, 0.4, 0.55, 0.55, 0.4, 0.2]
+  eye = np.ones(24, np.float32)
+  eye[4:10] = [0.5, 0.1, 0.0, 0.0, 0.1, 0.5]
+  still = np.zeros(24, np.float32)
+  frames = aligner.align(synthetic.render_clip(template, mouth, eye, still, still, still)).frames
+  shut = face.hold_eyes(frames, frames[7])  # Every frame with frame 7's closed lids.
+  y0, y1, x0, x1 = face.region_boxes(64)["eyes"]
+  assert (shut[:, y0:y1, x0:x1] == frames[7, y0:y1, x0:x1]).all()
+  assert (shut[:, y1:] == frames[:, y1:]).all() and (frames[0] != shut[0]).any()
+  held = face.upscaled_mouth_opening(frames, eyes_from=frames[0])
+  np.testing.assert_array_equal(held, face.upscaled_mouth_opening(shut, eyes_from=frames[0]))
+  assert (face.upscaled_mouth_opening(shut) != face.upscaled_mouth_opening(frames)).any()
+  assert synthetic_checks.pearson_r(held, mouth) > 0.9, held
+
+
 def test_command_line_writes_the_same_bytes(corpus, tmp_path):
   """``python -m data_prep.synthetic`` (the package's __main__) equals generate_corpus."""
   root_a = corpus[0]

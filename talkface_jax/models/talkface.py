@@ -399,7 +399,8 @@ def start_generation(model: TalkFace, variables, frame0: jax.Array, num_samples:
 
 def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.Array,
                    key: jax.Array, batch_norm: str = "running", deterministic: bool = False,
-                   audio_index: jax.Array | None = None, bank: jax.Array | None = None):
+                   audio_index: jax.Array | None = None, bank: jax.Array | None = None,
+                   sample_index: jax.Array | None = None):
   """Generates the frames of the next C windows.
 
   The audio encoder and the audio prior are deterministic: inputs that hear the same audio
@@ -426,18 +427,31 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
       from ``start_generation(..., audio_inputs=N)``); None: input b hears ``mfcc[b]``.
     bank: optional [N, L, z_dim] latent trajectories (``model.latent_source =
       'posterior_bank'``: the frame posterior's means on training clips): instead of the
-      prior's draws, sample k of input b replays z of one bank trajectory (``bank_rows``),
-      another one every L frames. Not used by the deterministic baseline (the prior's mean).
+      prior's draws, sample k of input b replays z of one bank trajectory (``bank_rows``:
+      the K samples of an input replay K different ones), another one every L frames. Not
+      used by the deterministic baseline (the prior's mean).
+    sample_index: optional [B] ints, with one sample per row (K = 1): row b is sample
+      ``sample_index[b]`` of the input whose key is ``keys[b]`` (``inference.Generator``'s
+      rows, which hold the K samples of an input as separate rows). Its noise is drawn from
+      ``fold_in(keys[b], sample_index[b])`` and its bank trajectory is entry
+      ``sample_index[b]`` of the input's draw, so the rows of one input replay different
+      trajectories, as the K samples of ``generate`` do.
 
   Returns:
     (new state, frames [B, K, C, H, W, 3] in [0, 1]).
   """
   b = state.prev_frames.shape[0]
   keys = input_keys(key, b)
+  bank_keys = keys
+  if sample_index is not None:
+    if state.prev_frames.shape[1] != 1:
+      raise ValueError(f"sample_index needs one sample per row, not "
+                       f"{state.prev_frames.shape[1]}")
+    keys = jax.vmap(jax.random.fold_in)(keys, sample_index)  # The rows' own keys.
   steps = state.step + jnp.arange(mfcc.shape[1], dtype=jnp.int32)
   if bank is not None and not deterministic:
-    return _replay_chunk(model, variables, state, mfcc, keys, steps, batch_norm, audio_index,
-                         bank)
+    return _replay_chunk(model, variables, state, mfcc, bank_keys, steps, batch_norm,
+                         audio_index, bank, sample_index)
   rho = model.latent_correlation
   learned = model.prior == "learned"
 
@@ -484,7 +498,8 @@ def generate_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax
 
 def _replay_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.Array,
                   keys: jax.Array, steps: jax.Array, batch_norm: str,
-                  audio_index: jax.Array | None, bank: jax.Array):
+                  audio_index: jax.Array | None, bank: jax.Array,
+                  sample_index: jax.Array | None):
   """``generate_chunk`` with z replayed from ``bank`` [N, L, z] (the prior is not used; its
   state is carried unchanged)."""
   k = state.prev_frames.shape[1]
@@ -496,7 +511,8 @@ def _replay_chunk(model: TalkFace, variables, state: GenerationState, mfcc: jax.
     prev_frames, predictor_carry = carry
     audio_t, t = inputs  # [B, audio_dim], frame index
     predictor_carry, frames = _frames_from_z(model, variables, batch_norm, prev_frames,
-                                             bank_latents(bank, keys, t, k), audio_t,
+                                             bank_latents(bank, keys, t, k, sample_index),
+                                             audio_t,
                                              state.context, predictor_carry)
     return (frames, predictor_carry), frames
 
@@ -518,23 +534,32 @@ def _frames_from_z(model: TalkFace, variables, batch_norm: str, prev_frames: jax
   return predictor_carry, frames.astype(jnp.float32)
 
 
-def bank_rows(keys: jax.Array, segment: jax.Array, num_samples: int, bank_size: int
-              ) -> jax.Array:
+def bank_rows(keys: jax.Array, segment: jax.Array, num_samples: int, bank_size: int,
+              sample_index: jax.Array | None = None) -> jax.Array:
   """[B, K] bank trajectories that the K samples of each input replay in ``segment`` (frames
-  1 + segment * L .. (segment + 1) * L): uniform draws from ``fold_in(fold_in(keys[b],
-  segment), 2)``, per input like the noise (independent of ``latent_noise``'s and
-  ``component_draw``'s draws)."""
-  return jax.vmap(lambda row_key: jax.random.randint(
-      jax.random.fold_in(jax.random.fold_in(row_key, segment), 2), (num_samples,), 0,
-      bank_size))(keys)
+  1 + segment * L .. (segment + 1) * L): sample k takes entry k of a random permutation of
+  the N trajectories, drawn from ``fold_in(fold_in(keys[b], segment), 2)`` per input like the
+  noise (independent of ``latent_noise``'s and ``component_draw``'s draws). So the K samples
+  of an input replay K different trajectories (while K <= N; beyond, the permutation
+  repeats), each one uniform over the bank. With ``sample_index`` [B] (K = 1, rows of
+  ``generate_chunk``'s ``sample_index``): entry ``sample_index[b]``."""
+  first = (jnp.zeros(keys.shape[0], jnp.int32) if sample_index is None
+           else jnp.asarray(sample_index, jnp.int32))
+
+  def draw(input_key, start):
+    order = jax.random.permutation(
+        jax.random.fold_in(jax.random.fold_in(input_key, segment), 2), bank_size)
+    return order[(start + jnp.arange(num_samples)) % bank_size]
+
+  return jax.vmap(draw)(keys, first)
 
 
-def bank_latents(bank: jax.Array, keys: jax.Array, t: jax.Array, num_samples: int
-                 ) -> jax.Array:
+def bank_latents(bank: jax.Array, keys: jax.Array, t: jax.Array, num_samples: int,
+                 sample_index: jax.Array | None = None) -> jax.Array:
   """z [B, K, z_dim] of frame t >= 1 replayed from ``bank`` [N, L, z_dim]: position
   (t - 1) mod L of the trajectory ``bank_rows`` draws for segment (t - 1) // L."""
   length = bank.shape[1]
-  rows = bank_rows(keys, (t - 1) // length, num_samples, bank.shape[0])
+  rows = bank_rows(keys, (t - 1) // length, num_samples, bank.shape[0], sample_index)
   return bank[rows, (t - 1) % length].astype(jnp.float32)
 
 
