@@ -40,9 +40,9 @@ def measured_openings(frames: np.ndarray) -> dict[str, np.ndarray]:
 def mouth_measure(frames: np.ndarray, eyes_from: np.ndarray | None = None) -> np.ndarray:
   """The mouth opening [T] of aligned crops, measured on the crops upscaled to
   ``face.MOUTH_LANDMARK_SIDE`` (at 64 px the lip gap is a pixel or two;
-  ``benchmarks.real_test`` measures real videos the same way); with ``eyes_from`` (the clip's
-  frame 0) every crop has that frame's eye band, so that blinks do not move the measure
-  (``face.upscaled_mouth_opening``)."""
+  ``benchmarks.real_test`` upscales real videos the same way, without ``eyes_from``); with
+  ``eyes_from`` (the clip's frame 0) every crop has that frame's eye band, so that blinks do
+  not move the measure (``face.upscaled_mouth_opening``)."""
   return face.upscaled_mouth_opening(frames, eyes_from=eyes_from)
 
 
