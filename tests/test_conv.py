@@ -348,6 +348,42 @@ def test_upsample_conv_is_upsample_then_conv(shape, c_in, c_out):
     np.testing.assert_allclose(g, r, atol=2e-6 * float(jnp.max(jnp.abs(r))), rtol=0)
 
 
+def test_upsample_conv_phases_split_equal_slices_bitwise():
+  """The four phases are taken with a split (whose gradient is one concatenation) rather than
+  four slices of a [..., 4, Cout] view (four zero-padded copies summed): the same numbers, to
+  the bit, forward, reverse and forward mode."""
+  from talkface_jax.models import layers  # pylint: disable=g-import-not-at-top
+  x = _normal(4, (3, 5, 6, 4))
+  w = _normal(5, (3, 3, 4, 7))
+  dy = _normal(6, (3, 10, 12, 7))
+
+  def sliced(x, w, strides, padding, dimension_numbers):
+    del strides, padding, dimension_numbers
+    n, h, wd, _ = x.shape
+    phases = [c for r in layers._phase_taps(w, 0) for c in layers._phase_taps(r, 1)]  # pylint: disable=protected-access
+    y = lax.conv_general_dilated(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))),
+                                 jnp.concatenate(phases, axis=-1), (1, 1), "VALID",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(n, h + 1, wd + 1, 4, w.shape[-1])
+    rows = [jnp.stack([y[:, a:a + h, b:b + wd, 2 * a + b] for b in (0, 1)], axis=3)
+            for a in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * wd, w.shape[-1])
+
+  def split(x, w, strides, padding, dimension_numbers):
+    del strides, padding, dimension_numbers
+    return layers.upsample_conv3x3(x, w)
+
+  args = (None, None, None)
+  np.testing.assert_array_equal(jax.jit(split, static_argnums=(2, 3, 4))(x, w, *args),
+                                jax.jit(sliced, static_argnums=(2, 3, 4))(x, w, *args))
+  for g, r in zip(_grads(split, x, w, dy, *args), _grads(sliced, x, w, dy, *args)):
+    np.testing.assert_array_equal(g, r)
+  tangents = (_normal(7, x.shape), _normal(8, w.shape))
+  np.testing.assert_array_equal(
+      jax.jvp(lambda x, w: split(x, w, *args), (x, w), tangents)[1],
+      jax.jvp(lambda x, w: sliced(x, w, *args), (x, w), tangents)[1])
+
+
 def test_upsample_conv_module_has_nn_conv_parameters_and_fewer_flops():
   """UpsampleConv's kernel is nn.Conv's (name, shape, init), so it replaces nn.Conv after
   upsample2x in old checkpoints; it multiplies 4/9 as often (XLA's cost analysis)."""

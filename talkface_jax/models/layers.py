@@ -183,8 +183,13 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array,
   y = conv_general_dilated(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))),
                            jnp.concatenate(phases, axis=-1), (1, 1), "VALID",
                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y = y.reshape(n, h + 1, w + 1, 4, cout)
-  rows = [jnp.stack([y[:, a:a + h, b:b + w, 2 * a + b] for b in (0, 1)], axis=3)
+  # Split into the four phases' maps, not sliced from a [..., 4, Cout] view: the gradient of a
+  # split is one concatenation (of the phases' padded gradients), where that of four slices
+  # is four zero-padded copies of the whole [N, H + 1, W + 1, 4, Cout] map and their sum
+  # (7 % of the 128 px train step, 3 % at 64; BENCHMARKS.md, issue 12, run 12). The same
+  # numbers to the bit, forward and backward.
+  parts = jax.lax.split(y, (cout,) * 4, axis=3)
+  rows = [jnp.stack([parts[2 * a + b][:, a:a + h, b:b + w] for b in (0, 1)], axis=3)
           for a in (0, 1)]  # Each [N, H, W, 2 (b), Cout].
   return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, cout)
 
