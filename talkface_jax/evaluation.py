@@ -172,6 +172,12 @@ def identity_distances(samples: np.ndarray, truth: np.ndarray, count: int) -> di
           "identity_distance": distance[len(times):].reshape(samples.shape[0], len(times))}
 
 
+def truth_mouth_opening(clip: dict) -> np.ndarray:
+  """[T-1] mouth opening of the clip's ground-truth frames 1..T-1, measured as the samples'
+  are (``face.upscaled_mouth_opening`` with the eye band of frame 0)."""
+  return face.upscaled_mouth_opening(clip["frames"][1:], eyes_from=clip["frames"][0])
+
+
 def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
                masks: tuple[tuple[str, ...], np.ndarray] | None,
                identity_frames: int = 0,
@@ -191,8 +197,8 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
       ``score_clip``), for ``metrics.sample_variation``'s drawn-or-decided figures.
     reconstruction_eyes: [T-1] eye openings of the clip's teacher-forced reconstruction
       (``Generator.reconstruct_clips``), for ``metrics.reconstructed_blinks``.
-    truth_opening: [T-1] ``face.upscaled_mouth_opening`` of the ground-truth frames 1..T-1
-      (with frame 0's eyes), if already measured (else measured here).
+    truth_opening: [T-1] ``truth_mouth_opening(clip)``, if already measured (else measured
+      here).
 
   Returns:
     {'ssim', 'psnr', 'lmd', 'lipsync_r', 'mse_eyes': [K]} (r is nan for a constant opening),
@@ -218,7 +224,7 @@ def score_clip(samples: np.ndarray, clip: dict, truth_landmarks: np.ndarray,
   opening = opening.reshape(num_samples, -1)
   scores["mouth_opening"] = opening
   if truth_opening is None:
-    truth_opening = face.upscaled_mouth_opening(clip["frames"][1:], eyes_from=clip["frames"][0])
+    truth_opening = truth_mouth_opening(clip)
   scores["lipsync_r"] = np.asarray(
       metrics.pearson_r(opening, np.broadcast_to(truth_opening, opening.shape)), np.float32)
   y0, y1, x0, x1 = face.region_boxes(size)["eyes"]
@@ -408,8 +414,7 @@ def evaluate_clips(generator: inference.Generator, clips: list[dict],
       list(zip(clips, stochastic_videos, deterministic_videos, reconstructions)),
       desc="scoring clips", unit="clip", leave=False):
     truth_landmarks = face.landmarks_on_aligned(clip["frames"][1:])
-    truth_opening = face.upscaled_mouth_opening(clip["frames"][1:],
-                                                eyes_from=clip["frames"][0])
+    truth_opening = truth_mouth_opening(clip)
     held = np.repeat(clip["frames"][None, :1], len(clip["frames"]), axis=1)
     deterministic = score_clip(baseline, clip, truth_landmarks, None,
                                truth_opening=truth_opening)
